@@ -1,0 +1,5 @@
+import sys
+
+from segr1.cli import main
+
+sys.exit(main())
