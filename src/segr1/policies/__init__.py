@@ -1,1 +1,183 @@
+"""Policies: the multimodal LLM that reads an image + instruction and writes Seg-R1's answer text.
 
+A :class:`Policy` is anything with a ``name`` and a ``generate`` method; :func:`load_policy` builds one from a
+spec string, importing the heavy backend only when asked for:
+
+* ``None`` / ``"default"`` -> the embedded default (see :data:`DEFAULT_POLICY_DESCRIPTION`), ``hf`` backend;
+* ``"hf:<hub id|folder>"`` or a bare hub id / folder -> :class:`segr1.policies.hf.HFPolicy` (transformers);
+* ``"vllm:<hub id|folder>"`` -> :class:`segr1.policies.vllm_backend.VLLMPolicy` (extra ``segr1[vllm]``).
+
+Backends may also expose ``frame: int | None``: the square model frame the checkpoint was trained at, when
+its folder records one (``segr1_policy.json``); callers should prefer it over the task default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+#: Where the trained tiny policy is shipped inside the package (absent until it has been trained).
+SHIPPED_POLICY_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-policy"
+
+DEFAULT_POLICY_DESCRIPTION = (
+    "the embedded tiny Qwen2.5-VL policy (a few MB, runs offline on CPU, 224x224 model frame): the copy "
+    "trained by segr1 on synthetic scenes and shipped in segr1/assets/tiny-policy when present; otherwise "
+    "an UNTRAINED random tiny model built offline into the cache ($SEGR1_CACHE or ~/.cache/segr1), whose "
+    "answers are mostly unparsable. For real images pass a released checkpoint, e.g. --model geshang/Seg-R1-7B."
+)
+
+#: Small JSON file segr1 keeps next to a checkpoint: {"frame": int, "trained": bool, "description": str, ...}.
+POLICY_METADATA_FILE = "segr1_policy.json"
+
+BACKENDS = ("hf", "vllm")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class Policy(Protocol):
+    """Image + instruction -> answer text. Implementations must be usable from one thread at a time."""
+
+    name: str
+
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> list[list[str]]:
+        """``images``: PIL images already resized to the model frame; one instruction per image.
+
+        Returns ``len(images)`` lists of ``num_samples`` completion strings (answer coordinates are in
+        the model frame). ``temperature == 0`` is greedy decoding.
+        """
+        ...
+
+
+def read_policy_metadata(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``segr1_policy.json`` of a local checkpoint folder, or ``{}`` (hub ids, missing or bad file)."""
+    path = Path(folder) / POLICY_METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring unreadable %s: %s", path, err)
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def write_policy_metadata(folder: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``meta`` as the folder's ``segr1_policy.json`` (e.g. after training: ``{"frame": 224,
+    "trained": True, "description": ...}``) so loaders know the checkpoint's model frame."""
+    frame = meta.get("frame")
+    if frame is not None and (not isinstance(frame, int) or isinstance(frame, bool) or frame <= 0):
+        raise ValueError(f"policy metadata frame must be a positive int, got {frame!r}")
+    path = Path(folder) / POLICY_METADATA_FILE
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def shipped_policy_available() -> bool:
+    """True when the trained tiny policy is shipped inside the package."""
+    return (SHIPPED_POLICY_DIR / "config.json").is_file()
+
+
+def default_policy_path() -> Path:
+    """Folder of the embedded default policy: the shipped trained tiny policy if present, else the untrained
+    tiny model (built into the cache on first use, a few seconds; logs a warning)."""
+    if shipped_policy_available():
+        return SHIPPED_POLICY_DIR
+    from segr1.policies.tiny import tiny_model_dir
+
+    path = tiny_model_dir()
+    logger.warning(
+        "no trained policy is shipped in %s yet; using the UNTRAINED random tiny model at %s — its answers are "
+        "mostly unparsable, so masks will mostly be empty. Pass a checkpoint (e.g. geshang/Seg-R1-7B) for real use.",
+        SHIPPED_POLICY_DIR,
+        path,
+    )
+    return path
+
+
+def parse_policy_spec(spec: str | None) -> tuple[str, str | None]:
+    """``spec`` -> ``(backend, source)``; ``source`` None means the embedded default. Raises ValueError."""
+    if spec is not None and not isinstance(spec, str):
+        raise TypeError(f"policy spec must be a str or None, got {type(spec).__name__}")
+    if spec is None or spec.strip() in ("", "default"):
+        return "hf", None
+    spec = spec.strip()
+    backend, sep, rest = spec.partition(":")
+    if sep and len(backend) > 1:  # a one-letter prefix is a Windows drive, not a backend
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"unknown policy backend {backend!r} in {spec!r}; use 'hf:<id|folder>', 'vllm:<id|folder>' "
+                "or a bare hub id / folder"
+            )
+        source = rest.strip()
+        if not source:
+            raise ValueError(f"policy spec {spec!r} names no model; e.g. '{backend}:geshang/Seg-R1-7B'")
+        if source == "default":
+            return backend, None
+    else:
+        backend, source = "hf", spec
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"policy folder {source!r} is not a checkpoint folder (no config.json in it)")
+        return backend, str(path)
+    if source.startswith(("/", ".", "~", "\\")) or ":" in source or not _HUB_ID.match(source):
+        raise ValueError(
+            f"policy {source!r} is neither an existing folder nor a hub id like 'geshang/Seg-R1-7B'"
+        )
+    return backend, source
+
+
+def load_policy(
+    spec: str | None = None, device: str | None = None, dtype: Any = None, **options: Any
+) -> Policy:
+    """Build a policy from ``spec`` (see the module docstring). ``device``: default CUDA when available, else
+    CPU; ``dtype``: default bf16 on CUDA, fp32 on CPU; ``options`` go to the backend's constructor (e.g.
+    ``max_pixels``, ``top_p``, ``top_k``, ``max_batch_size``)."""
+    backend, source = parse_policy_spec(spec)
+    if source is None:
+        source = str(default_policy_path())
+    if backend == "hf":
+        from segr1.policies.hf import HFPolicy
+
+        return HFPolicy(source, device=device, dtype=dtype, **options)
+    try:
+        import vllm  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"policy spec {spec!r} needs vLLM, which is not installed: pip install 'segr1[vllm]' "
+            "(CUDA only), or use 'hf:<id|folder>'"
+        ) from err
+    from segr1.policies.vllm_backend import VLLMPolicy
+
+    return VLLMPolicy(source, device=device, dtype=dtype, **options)
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_POLICY_DESCRIPTION",
+    "POLICY_METADATA_FILE",
+    "SHIPPED_POLICY_DIR",
+    "Policy",
+    "default_policy_path",
+    "load_policy",
+    "parse_policy_spec",
+    "read_policy_metadata",
+    "shipped_policy_available",
+    "write_policy_metadata",
+]

@@ -1,0 +1,267 @@
+"""The ``hf`` policy backend: a Qwen-VL checkpoint run with transformers' ``generate``.
+
+Loads any checkpoint ``AutoModelForImageTextToText`` + ``AutoProcessor`` understand with a Qwen-style chat
+template — Qwen2-VL, Qwen2.5-VL (``geshang/Seg-R1-7B``, ``Qwen/Qwen2.5-VL-7B-Instruct``), Qwen3-VL, and the
+tiny offline model of :mod:`segr1.policies.tiny` — from a hub id or a local folder.
+
+Image size. Callers resize each image to the square model frame first (``geometry.resize_to_frame``); the
+processor then applies Qwen's ``smart_resize``: each side is rounded to a multiple of ``patch_size x
+merge_size`` (28 for Qwen2/2.5-VL, 32 for Qwen3-VL) and the area is kept within ``[min_pixels,
+max_pixels]``. A frame that already is such a multiple and within the limits (224, 448, 672, 896 for
+Qwen2.5-VL) passes unchanged; 768 becomes 756 and 1024 becomes 1036 — a small uniform rescale, as in the
+original Seg-R1, and the model still answers in the frame its instruction names. ``min_pixels`` /
+``max_pixels`` override the checkpoint's limits (e.g. ``max_pixels=1024*1024`` to bound vision tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segr1.policies import read_policy_metadata
+from segr1.prompts import build_messages
+
+logger = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS_LIMIT = 4096
+MAX_NUM_SAMPLES = 1024
+
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+}
+
+
+def resolve_device(device: str | None) -> str:
+    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; any other value is returned unchanged."""
+    if device is not None:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: Any, device: str):
+    """torch dtype from ``None`` (bf16 on CUDA when supported, fp32 elsewhere), a name, or a torch.dtype."""
+    import torch
+
+    if dtype is None:
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype")
+    return getattr(torch, name)
+
+
+def _attn_implementation(device: str, dtype) -> str:
+    import torch
+
+    if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            return "sdpa"
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _as_rgb(image: Any, index: int) -> Image.Image:
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"image {index}: expected an (H, W, 3) uint8 array, got {image.shape} {image.dtype}"
+            )
+        return Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"image {index}: expected a PIL.Image or (H, W, 3) uint8 array, got {type(image).__name__}"
+        )
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+class HFPolicy:
+    """A Qwen-VL policy on transformers.
+
+    ``model``: hub id (``"geshang/Seg-R1-7B"``) or local checkpoint folder. ``device``: ``"cuda"``,
+    ``"cuda:1"``, ``"cpu"``; default CUDA when available. ``dtype``: default bf16 on CUDA, fp32 on CPU.
+    ``attn_implementation``: default ``flash_attention_2`` when ``flash_attn`` is importable on CUDA with
+    half precision, else ``sdpa``. ``min_pixels``/``max_pixels``: image-processor area limits (see the
+    module docstring). ``top_p``/``top_k`` (0 disables top-k) apply when sampling (temperature > 0); they
+    replace the checkpoint's own sampling defaults (Qwen's ``top_k=1`` would make sampling greedy).
+    ``repetition_penalty``: ``None`` keeps the checkpoint's value (1.05 for Qwen2.5-VL-Instruct, which
+    the released Seg-R1 evaluation used). ``max_batch_size``: images per ``generate`` call (None: all).
+    ``cache_implementation``: forwarded to ``generate`` (e.g. ``"static"`` for compiled decoding).
+
+    Attributes: ``name`` (``"hf:<model>"``), ``frame`` (the square frame the checkpoint was trained at
+    when its folder records one in ``segr1_policy.json``, else None), ``metadata`` (that file's content),
+    ``model``, ``processor``, ``device``, ``dtype``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str | None = None,
+        dtype: Any = None,
+        *,
+        attn_implementation: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float | None = None,
+        max_batch_size: int | None = None,
+        cache_implementation: str | None = None,
+    ) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        source = str(model)
+        self.name = f"hf:{source}"
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.metadata = read_policy_metadata(source)
+        frame = self.metadata.get("frame")
+        self.frame: int | None = frame if isinstance(frame, int) else None
+        self.top_p, self.top_k = float(top_p), int(top_k)
+        self.max_batch_size = max_batch_size
+        self.cache_implementation = cache_implementation
+
+        attn = attn_implementation or _attn_implementation(self.device, self.dtype)
+        pixel_kwargs = {
+            k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
+        }
+        try:
+            self.processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                source,
+                dtype=self.dtype,
+                attn_implementation=attn,
+                device_map=None if self.device == "cpu" else self.device,  # load straight onto the GPU
+            )
+        except OSError as err:
+            raise OSError(
+                f"could not load policy checkpoint {source!r}: {err}. Pass a local checkpoint folder or a hub id "
+                "reachable from this machine (offline: download it first, e.g. `hf download <id>`)."
+            ) from err
+        self.model.eval()
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._pad_token_id = tokenizer.pad_token_id
+        base = self.model.generation_config
+        eos = base.eos_token_id if base.eos_token_id is not None else tokenizer.eos_token_id
+        self._eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
+        self.repetition_penalty = (
+            float(repetition_penalty)
+            if repetition_penalty is not None
+            else float(base.repetition_penalty or 1.0)
+        )
+        # Sampling is set per call; drop the checkpoint's sampling defaults so greedy calls do not warn.
+        base.do_sample, base.temperature, base.top_p, base.top_k = False, None, None, None
+        logger.info("loaded %s on %s (%s, %s)", self.name, self.device, self.dtype, attn)
+
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> list[list[str]]:
+        """Completions for each (image, instruction) pair.
+
+        ``images``: PIL images already resized to the model frame (coordinates in the answers are in that
+        frame). Returns ``len(images)`` lists of ``num_samples`` strings (only the new tokens, special tokens
+        removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
+        ``temperature > 0`` samples with ``top_p``/``top_k``.
+        """
+        if len(images) != len(instructions):
+            raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
+        if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+            raise ValueError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
+        if not temperature >= 0.0:  # also rejects NaN
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+        rgb = [_as_rgb(image, i) for i, image in enumerate(images)]
+        step = self.max_batch_size or max(len(rgb), 1)
+        results: list[list[str]] = []
+        for start in range(0, len(rgb), step):
+            results += self._generate_batch(
+                rgb[start : start + step],
+                list(instructions[start : start + step]),
+                num_samples,
+                temperature,
+                max_new_tokens,
+                system,
+            )
+        return results
+
+    def _generate_batch(
+        self,
+        images: list[Image.Image],
+        instructions: list[str],
+        num_samples: int,
+        temperature: float,
+        max_new_tokens: int,
+        system: str | None,
+    ) -> list[list[str]]:
+        import torch
+
+        texts = [
+            self.processor.apply_chat_template(
+                build_messages(image, instruction, system), add_generation_prompt=True, tokenize=False
+            )
+            for image, instruction in zip(images, instructions, strict=True)
+        ]
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        inputs = {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            if isinstance(v, torch.Tensor)
+            else v
+            for k, v in inputs.items()
+        }
+        sample = temperature > 0.0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": sample,
+            "num_return_sequences": num_samples if sample else 1,
+            "repetition_penalty": self.repetition_penalty,
+            "pad_token_id": self._pad_token_id,
+            "eos_token_id": self._eos_token_ids,
+        }
+        if sample:
+            kwargs.update(temperature=float(temperature), top_p=self.top_p, top_k=self.top_k)
+        if self.cache_implementation is not None:
+            kwargs["cache_implementation"] = self.cache_implementation
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        decoded = self.processor.batch_decode(
+            new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        if not sample:
+            return [[text] * num_samples for text in decoded]
+        return [decoded[i * num_samples : (i + 1) * num_samples] for i in range(len(images))]

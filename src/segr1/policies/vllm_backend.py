@@ -1,0 +1,111 @@
+"""The ``vllm`` policy backend (optional extra ``segr1[vllm]``): same contract as the ``hf`` backend.
+
+UNTESTED in segr1's CI (vLLM needs a CUDA GPU and is not installed there); it is a thin wrapper over
+``vllm.LLM.generate`` with ``multi_modal_data``, written against vLLM >= 0.10's public API. Prompts are built
+with the checkpoint's own processor chat template, exactly as in the ``hf`` backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from segr1.policies import read_policy_metadata
+from segr1.policies.hf import MAX_NEW_TOKENS_LIMIT, MAX_NUM_SAMPLES, _as_rgb
+from segr1.prompts import build_messages
+
+logger = logging.getLogger(__name__)
+
+
+class VLLMPolicy:
+    """A Qwen-VL policy on vLLM. ``model``: hub id or local folder; ``dtype``: vLLM dtype name (default
+    ``"auto"``); ``min_pixels``/``max_pixels``: image-processor limits (as for ``hf``); ``llm_kwargs`` go to
+    ``vllm.LLM`` (e.g. ``gpu_memory_utilization=0.5``, ``tensor_parallel_size=2``)."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        device: str | None = None,
+        dtype: Any = None,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        **llm_kwargs: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ImportError(
+                "the vllm policy backend needs vLLM: pip install 'segr1[vllm]' (CUDA only)"
+            ) from err
+        from transformers import AutoProcessor
+
+        if device not in (None, "cuda"):
+            raise ValueError(
+                f"the vllm backend places the model itself; device must be None or 'cuda', got {device!r}"
+            )
+        source = str(model)
+        self.name = f"vllm:{source}"
+        self.metadata = read_policy_metadata(source)
+        frame = self.metadata.get("frame")
+        self.frame: int | None = frame if isinstance(frame, int) else None
+        self.top_p, self.top_k = float(top_p), int(top_k)
+        pixel_kwargs = {
+            k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
+        }
+        self.processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
+        self.llm = LLM(
+            model=source,
+            dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
+            limit_mm_per_prompt={"image": 1},
+            mm_processor_kwargs=pixel_kwargs or None,
+            seed=seed,
+            **llm_kwargs,
+        )
+
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> list[list[str]]:
+        """Same contract as :meth:`segr1.policies.hf.HFPolicy.generate`."""
+        from vllm import SamplingParams
+
+        if len(images) != len(instructions):
+            raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
+        if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+            raise ValueError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
+        if not temperature >= 0.0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+        sample = temperature > 0.0
+        params = SamplingParams(
+            n=num_samples if sample else 1,
+            temperature=float(temperature),
+            top_p=self.top_p if sample else 1.0,
+            top_k=(self.top_k or -1) if sample else -1,
+            max_tokens=max_new_tokens,
+            skip_special_tokens=True,
+        )
+        requests = []
+        for i, (image, instruction) in enumerate(zip(images, instructions, strict=True)):
+            rgb = _as_rgb(image, i)
+            text = self.processor.apply_chat_template(
+                build_messages(rgb, instruction, system), add_generation_prompt=True, tokenize=False
+            )
+            requests.append({"prompt": text, "multi_modal_data": {"image": rgb}})
+        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
+        texts = [[completion.text for completion in out.outputs] for out in outputs]
+        return texts if sample else [t * num_samples for t in texts]
