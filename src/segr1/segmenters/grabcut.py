@@ -1,0 +1,170 @@
+"""`grabcut`: OpenCV GrabCut seeded by boxes and labelled points. CPU only, no weights; the offline default.
+
+How a sub-prompt (one box and the points inside it, or points alone; see `geometry.split_by_box`) seeds GrabCut,
+at the working resolution (the image downscaled so its long side is at most ``max_side``):
+
+* **box**: outside the box is definite background (``GC_BGD``), inside is probable foreground (``GC_PR_FGD``).
+* **points**: a small disc around each point, definite foreground (``GC_FGD``, label 1) or definite background
+  (``GC_BGD``, label 0), drawn over the box seeds.
+* **points only** (no box): the whole image is probable background (``GC_PR_BGD``) except a seed rectangle
+  around the positive points, grown by ``points_margin`` x the long side, which is probable foreground. Without
+  any positive point there is nothing to grow and the sub-prompt gives an empty mask.
+
+When GrabCut cannot run (too few background or foreground seed pixels, e.g. a box covering the whole image or
+a degenerate box), the sub-prompt's mask is its seed foreground (the box interior plus positive discs, minus
+negative discs) instead. Sub-prompt masks of one prompt set are united, then upscaled to the image size
+(nearest). cv2's RNG is reseeded before every call, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segr1.answer import SegPrompt
+from segr1.segmenters._common import as_rgb_array, empty_masks, expand_prompts
+
+logger = logging.getLogger(__name__)
+
+_MIN_SEED_PIXELS = 16  # GrabCut's GMMs (5 components each) need a few samples on each side
+
+
+@dataclass
+class GrabCutConfig:
+    """Settings of the GrabCut backend.
+
+    max_side: images are downscaled so their long side is at most this many pixels (speed); masks are upscaled back.
+    iterations: GrabCut iterations per sub-prompt.
+    point_radius: radius of a point's seed disc as a fraction of the working long side (at least 2 px).
+    points_margin: points-only prompts: the seed rectangle around the positive points grows by this fraction of
+        the working long side on each side.
+    seed: cv2 RNG seed (GMM initialisation), reset before each GrabCut call.
+    """
+
+    max_side: int = 512
+    iterations: int = 3
+    point_radius: float = 0.01
+    points_margin: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_side < 16:
+            raise ValueError(f"max_side must be >= 16 pixels; got {self.max_side}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1; got {self.iterations}")
+        if not 0 <= self.point_radius <= 0.5:
+            raise ValueError(f"point_radius must be a fraction in [0, 0.5]; got {self.point_radius}")
+        if not 0 <= self.points_margin <= 1:
+            raise ValueError(f"points_margin must be a fraction in [0, 1]; got {self.points_margin}")
+
+
+class GrabCutSegmenter:
+    """OpenCV GrabCut behind the `Segmenter` protocol (see the module docstring for the seeding rules)."""
+
+    name = "grabcut"
+
+    def __init__(self, config: GrabCutConfig | None = None) -> None:
+        # No lock needed: the backend keeps no state between calls, and cv2's default RNG is per thread.
+        self.config = config or GrabCutConfig()
+
+    def __repr__(self) -> str:
+        return f"GrabCutSegmenter({self.config})"
+
+    def segment(self, image: np.ndarray | Image.Image, prompts: Sequence[SegPrompt]) -> list[np.ndarray]:
+        """Segment ONE image with MANY prompt sets.
+
+        Args:
+            image: PIL image or (H, W, 3) uint8 RGB array.
+            prompts: prompt sets in the IMAGE frame (boxes (N, 4) xyxy, points (M, 2) xy, labels (M,)).
+
+        Returns:
+            One (H, W) bool mask per prompt set: the union of its per-box masks; all False for an empty prompt.
+        """
+        rgb = as_rgb_array(image)
+        h, w = rgb.shape[:2]
+        subs = expand_prompts(prompts, (w, h))
+        masks = empty_masks(len(prompts), h, w)
+        if not subs.items:
+            return masks
+        scale = min(1.0, self.config.max_side / max(h, w))
+        ww, wh = max(1, round(w * scale)), max(1, round(h * scale))
+        work = rgb if (ww, wh) == (w, h) else cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA)
+        sx, sy = ww / w, wh / h
+        small = [np.zeros((wh, ww), dtype=bool) for _ in range(len(prompts))]
+        for sub, owner in zip(subs.items, subs.owner, strict=True):
+            small[owner] |= self._segment_one(work, _scale_prompt(sub, sx, sy))
+        for i, m in enumerate(small):
+            if m.any():
+                masks[i] = m if (ww, wh) == (w, h) else _upscale(m, w, h)
+        return masks
+
+    def _segment_one(self, work: np.ndarray, sub: SegPrompt) -> np.ndarray:
+        """Mask (h, w) bool of one sub-prompt (at most one box) on the working-resolution image."""
+        seeds = self._seeds(work.shape[:2], sub)
+        if seeds is None:
+            return np.zeros(work.shape[:2], dtype=bool)
+        fg_seed = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+        n_fg = int(fg_seed.sum())
+        n_bg = seeds.size - n_fg
+        if n_fg < _MIN_SEED_PIXELS or n_bg < _MIN_SEED_PIXELS or not (seeds == cv2.GC_PR_FGD).any():
+            return fg_seed
+        bgd = np.zeros((1, 65), np.float64)
+        fgd = np.zeros((1, 65), np.float64)
+        try:
+            cv2.setRNGSeed(self.config.seed)
+            seeds, _, _ = cv2.grabCut(
+                work, seeds, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK
+            )
+        except cv2.error as exc:  # e.g. a degenerate colour distribution; keep the seed
+            logger.debug("grabCut failed (%s); using the seed mask", exc)
+            return fg_seed
+        return (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+
+    def _seeds(self, shape: tuple[int, int], sub: SegPrompt) -> np.ndarray | None:
+        """GrabCut's initial label map (h, w) uint8, or None when the sub-prompt has no foreground signal."""
+        h, w = shape
+        long_side = max(h, w)
+        pos = sub.points[sub.labels == 1]
+        if sub.boxes.shape[0]:
+            seeds = np.full((h, w), cv2.GC_BGD, dtype=np.uint8)
+            x1, y1, x2, y2 = _pixel_box(sub.boxes[0], w, h)
+            seeds[y1 : y2 + 1, x1 : x2 + 1] = cv2.GC_PR_FGD
+        elif pos.shape[0]:
+            seeds = np.full((h, w), cv2.GC_PR_BGD, dtype=np.uint8)
+            grow = self.config.points_margin * long_side
+            lo = pos.min(axis=0) - grow
+            hi = pos.max(axis=0) + grow
+            x1, y1, x2, y2 = _pixel_box(np.array([lo[0], lo[1], hi[0], hi[1]]), w, h)
+            seeds[y1 : y2 + 1, x1 : x2 + 1] = cv2.GC_PR_FGD
+        else:
+            return None
+        radius = max(2, round(self.config.point_radius * long_side))
+        for (x, y), label in zip(sub.points, sub.labels, strict=True):
+            value = cv2.GC_FGD if label == 1 else cv2.GC_BGD
+            cv2.circle(seeds, (round(float(x)), round(float(y))), radius, int(value), thickness=-1)
+        return seeds
+
+
+def _scale_prompt(prompt: SegPrompt, sx: float, sy: float) -> SegPrompt:
+    """Map pixel-index coordinates to a resized image (pixel centres map to pixel centres)."""
+    boxes = (prompt.boxes + 0.5) * np.array([sx, sy, sx, sy]) - 0.5
+    points = (prompt.points + 0.5) * np.array([sx, sy]) - 0.5
+    return SegPrompt(boxes=boxes, points=points, labels=prompt.labels)
+
+
+def _pixel_box(box: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
+    """Inclusive integer pixel box clipped to the image."""
+    x1 = int(np.clip(np.floor(min(box[0], box[2]) + 0.5), 0, w - 1))
+    x2 = int(np.clip(np.floor(max(box[0], box[2]) + 0.5), 0, w - 1))
+    y1 = int(np.clip(np.floor(min(box[1], box[3]) + 0.5), 0, h - 1))
+    y2 = int(np.clip(np.floor(max(box[1], box[3]) + 0.5), 0, h - 1))
+    return x1, y1, x2, y2
+
+
+def _upscale(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
