@@ -1,0 +1,264 @@
+"""Segment images: a Seg-R1 policy writes box/point prompts, a segmenter turns them into masks.
+
+For each IMAGE, writes into --out (default ./segr1-out):
+  <stem>_mask.png     the mask, 0/255, exactly the image's size
+  <stem>_overlay.png  the image with the mask, the boxes and the points drawn
+  results.jsonl       one JSON line appended per image: image path, answer text, prompts in the image
+                      frame (and the model frame), error (null on success), timings
+Images whose file names share a stem get a numeric suffix (photo-2_mask.png) so nothing is overwritten.
+
+Default model (no --model): the embedded tiny Seg-R1 policy shipped in the package, trained on synthetic
+scenes; it runs offline on CPU and is only meaningful for simple synthetic-like images. Until it is
+shipped, the default is an untrained tiny random model whose answers are mostly unparsable. For real
+photos pass --model geshang/Seg-R1-7B (needs the Hugging Face hub and a GPU) and
+--segmenter sam2-hf:facebook/sam2.1-hiera-large.
+
+Unreadable images, unparsable answers and empty masks are reported per image (logged and in the JSON
+line) and the run goes on. Exit code: 0 if every image gave a non-empty mask from a parsed answer,
+1 otherwise, 2 for usage errors.
+
+Examples:
+  segr1 segment photo.png
+  segr1 segment a.jpg b.jpg --task referring --text "the dog on the left" \\
+      --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from segr1.pipeline import SegR1Pipeline, SegResult
+
+logger = logging.getLogger(__name__)
+
+TASK_CHOICES = ("foreground", "referring", "reasoning")
+RESULTS_FILE = "results.jsonl"
+
+_DEFAULT_MODEL_PARAGRAPH_START = "Default model (no --model):"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``segr1 segment`` options to ``parser``."""
+    parser.description = _description(parser.description)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="image files to segment")
+    parser.add_argument(
+        "--task",
+        choices=TASK_CHOICES,
+        default="foreground",
+        help="foreground: the salient/camouflaged object; referring: the object --text names; "
+        "reasoning: the object that answers the question in --text (default: foreground)",
+    )
+    parser.add_argument(
+        "--text", default=None, help="referring expression or question (needed by referring/reasoning)"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="ID|PATH",
+        help="policy: hub id (e.g. geshang/Seg-R1-7B) or local checkpoint folder (default: the embedded tiny model)",
+    )
+    parser.add_argument(
+        "--segmenter",
+        default="grabcut",
+        metavar="SPEC",
+        help="grabcut (CPU, no weights), sam2-hf:<hub id|folder>, or sam2:<config>@<checkpoint> (default: grabcut)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("segr1-out"),
+        metavar="DIR",
+        help="output folder (default: ./segr1-out)",
+    )
+    parser.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="side of the square frame the model sees (default: the frame the checkpoint records, e.g. 224 "
+        "for the embedded tiny model, else 768 foreground, 1024 referring/reasoning)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="images per policy call (default: 4)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
+    )
+    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: each backend picks)")
+
+
+def _description(current: str | None) -> str:
+    """The module docstring, with the default-model paragraph from ``segr1.policies`` when it provides one."""
+    text = current or (__doc__ or "")
+    try:
+        from segr1.policies import DEFAULT_POLICY_DESCRIPTION  # type: ignore[attr-defined]
+    except ImportError:
+        return text
+    except Exception:  # a broken policies package must not break `segr1 --help`
+        logger.debug("could not read segr1.policies.DEFAULT_POLICY_DESCRIPTION", exc_info=True)
+        return text
+    paragraphs = text.split("\n\n")
+    for i, para in enumerate(paragraphs):
+        if para.startswith(_DEFAULT_MODEL_PARAGRAPH_START):
+            body = " ".join(str(DEFAULT_POLICY_DESCRIPTION).split())
+            paragraphs[i] = textwrap.fill(
+                f"{_DEFAULT_MODEL_PARAGRAPH_START} {body} Real photos: --model geshang/Seg-R1-7B "
+                "--segmenter sam2-hf:facebook/sam2.1-hiera-large (needs the Hugging Face hub and a GPU).",
+                width=104,
+            )
+    return "\n\n".join(paragraphs)
+
+
+def _usage_error(message: str) -> int:
+    print(f"segr1 segment: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segr1 segment``; returns the exit code (0 all succeeded, 1 some image failed, 2 usage error)."""
+    if args.task in ("referring", "reasoning") and not (args.text and args.text.strip()):
+        return _usage_error(f'--task {args.task} needs --text "..." (the expression or question to segment)')
+    if args.frame is not None and args.frame < 1:
+        return _usage_error(f"--frame must be a positive number of pixels, got {args.frame}")
+    if args.batch_size < 1:
+        return _usage_error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_new_tokens < 1:
+        return _usage_error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    out_dir: Path = args.out
+    if out_dir.exists() and not out_dir.is_dir():
+        return _usage_error(f"--out {out_dir} exists and is not a folder")
+
+    from segr1.pipeline import SegR1Pipeline
+
+    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", args.segmenter)
+    try:
+        pipeline = SegR1Pipeline.from_specs(
+            model=args.model,
+            segmenter=args.segmenter,
+            task=args.task,
+            device=args.device,
+            frame=args.frame,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        )
+    except (ValueError, ImportError) as exc:  # a bad --model / --segmenter value, or a missing extra
+        return _usage_error(str(exc))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return segment_files(pipeline, args.images, out_dir, text=args.text)
+
+
+def segment_files(
+    pipeline: SegR1Pipeline, paths: Sequence[Path], out_dir: Path, text: str | None = None
+) -> int:
+    """Segment ``paths`` with ``pipeline``, writing masks, overlays and ``results.jsonl`` into ``out_dir``.
+
+    One JSON line per path, in input order. Returns 0 when every image gave a non-empty mask from a parsed
+    answer, else 1.
+    """
+    from tqdm import tqdm
+
+    stems = unique_stems(paths)
+    n_failed = 0
+    with (
+        (out_dir / RESULTS_FILE).open("a", encoding="utf-8") as log_file,
+        tqdm(total=len(paths), desc="segment", unit="image", disable=None) as progress,
+    ):
+        for batch in _batches(list(zip(paths, stems, strict=True)), pipeline.batch_size):
+            images: dict[int, np.ndarray] = {}
+            read_errors: dict[int, str] = {}
+            for i, (path, _) in enumerate(batch):
+                try:
+                    images[i] = read_rgb(path)
+                except (OSError, ValueError) as exc:  # unreadable file: report it and go on
+                    read_errors[i] = f"unreadable image: {type(exc).__name__}: {exc}"
+            results = dict(zip(images, pipeline(list(images.values()), text), strict=True)) if images else {}
+            for i, (path, stem) in enumerate(batch):
+                base = {"image": str(path), "task": pipeline.task, "text": text}
+                if i in read_errors:
+                    logger.error("%s: %s", path, read_errors[i])
+                    line = json.dumps({**base, **_failed_record(read_errors[i])}, ensure_ascii=False)
+                    ok = False
+                else:
+                    result = results[i]
+                    files = _write_outputs(result, out_dir, stem)
+                    line = result.to_json(**base, **{k: str(v) for k, v in files.items()})
+                    ok = result.ok
+                    if ok:
+                        area = 100.0 * float(result.mask.mean())
+                        logger.info("%s: mask covers %.1f%% -> %s", path, area, files["mask"])
+                    else:
+                        logger.warning("%s: %s (answer: %s)", path, result.error, _shorten(result.answer))
+                log_file.write(line + "\n")
+                log_file.flush()
+                n_failed += not ok
+                progress.update(1)
+    if n_failed:
+        logger.warning("%d of %d images failed; see %s", n_failed, len(paths), out_dir / RESULTS_FILE)
+    else:
+        logger.info("segmented %d images into %s", len(paths), out_dir)
+    return 1 if n_failed else 0
+
+
+def _failed_record(error: str) -> dict[str, Any]:
+    """The JSON fields of an image that never reached the pipeline (same keys as a result line)."""
+    return {
+        "mask": None,
+        "overlay": None,
+        "answer": None,
+        "prompt": None,
+        "prompt_model_frame": None,
+        "error": error,
+        "timings": {},
+    }
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    """``text`` as a one-line repr of at most about ``limit`` characters (for log messages)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems for the outputs, made unique (case-insensitively) with a ``-2``, ``-3``... suffix."""
+    used: set[str] = set()
+    stems: list[str] = []
+    for path in paths:
+        base = Path(path).stem or "image"
+        stem, k = base, 1
+        while stem.lower() in used:
+            k += 1
+            stem = f"{base}-{k}"
+        used.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB (EXIF orientation applied); raises OSError if unreadable."""
+    from segr1.data.io import read_image
+
+    return read_image(path)
+
+
+def _write_outputs(result: SegResult, out_dir: Path, stem: str) -> dict[str, Path]:
+    """Write ``<stem>_mask.png`` (0/255, the image's size) and ``<stem>_overlay.png`` atomically."""
+    from segr1.data.io import write_image, write_mask_png
+
+    return {
+        "mask": write_mask_png(result.mask, out_dir / f"{stem}_mask.png"),
+        "overlay": write_image(result.overlay, out_dir / f"{stem}_overlay.png"),
+    }
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
