@@ -1,0 +1,374 @@
+"""The Gradio demo: upload an image, pick a task, type an instruction; get the overlay, the mask as a PNG,
+the answer text and the parsed prompts. The same function is the HTTP API endpoint ``/segment``.
+
+Models load once (:func:`load_pipelines`: one policy and one segmenter shared by the three task
+pipelines); :func:`build_app` only wires them into a ``gr.Blocks`` and never loads anything, so tests
+pass fake pipelines. Requests go through Gradio's queue (``DemoLimits.concurrency`` at once, at most
+``DemoLimits.max_queue`` waiting); the policy, which is not thread-safe, runs one request at a time
+while the segmenter of another request may run beside it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import json
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import numpy as np
+
+from segr1.app.handler import DEMO_TASKS, DemoInputError, DemoLimits, Pipeline, handle_request
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from segr1.pipeline import SegR1Pipeline
+
+logger = logging.getLogger(__name__)
+
+API_NAME = "segment"
+REPO_EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLE_SEED = 9000  # synthetic examples: a seed outside the training seeds
+
+PipelineSource = Mapping[str, Pipeline] | Callable[[str], Pipeline]
+ExampleRow = tuple[str, str, str]  # (image path, task, text)
+
+
+class LockedPolicy:
+    """A policy wrapper that lets one thread at a time into ``generate`` (policies are not thread-safe)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name: str = getattr(policy, "name", type(policy).__name__)
+        self.frame: int | None = getattr(policy, "frame", None)
+        self._lock = threading.Lock()
+
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> list[list[str]]:
+        """``Policy.generate`` under a lock: images in the model frame -> answers (model frame)."""
+        with self._lock:
+            return self.policy.generate(
+                images,
+                instructions,
+                num_samples=num_samples,
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                system=system,
+            )
+
+
+def make_pipelines(
+    policy: Any, segmenter: Any, tasks: Sequence[str] = DEMO_TASKS, **pipeline_kwargs: Any
+) -> dict[str, SegR1Pipeline]:
+    """One ``SegR1Pipeline`` per task sharing ``policy`` (wrapped in a :class:`LockedPolicy`) and ``segmenter``.
+
+    The model frame is the policy's own ``frame`` when it records one (the frame it was trained at), else
+    the task default (768 foreground, 1024 referring/reasoning); ``pipeline_kwargs`` (e.g. ``frame``,
+    ``max_new_tokens``) override it.
+    """
+    from segr1.pipeline import SegR1Pipeline
+
+    locked = policy if isinstance(policy, LockedPolicy) else LockedPolicy(policy)
+    frame = locked.frame if isinstance(locked.frame, int) else None
+    kwargs = {"frame": frame, **pipeline_kwargs}
+    return {task: SegR1Pipeline(locked, segmenter, task=task, **kwargs) for task in tasks}
+
+
+def load_pipelines(
+    model: str | None = None,
+    segmenter: str = "grabcut",
+    device: str | None = None,
+    **pipeline_kwargs: Any,
+) -> dict[str, SegR1Pipeline]:
+    """Load the policy and the segmenter ONCE and build the demo's task pipelines (see :func:`make_pipelines`).
+
+    Args:
+        model: policy spec for ``segr1.policies.load_policy`` (None = the embedded tiny default).
+        segmenter: spec for ``segr1.segmenters.load_segmenter`` ("grabcut", "sam2-hf:<id|folder>", ...).
+        device: "cuda", "cpu", ...; None lets each backend choose.
+    """
+    from segr1.policies import load_policy
+    from segr1.segmenters import load_segmenter
+
+    policy = load_policy(model, device=device)
+    seg = load_segmenter(segmenter, device=device)
+    return make_pipelines(policy, seg, **pipeline_kwargs)
+
+
+def _temp_dir(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def find_examples(folder: str | Path) -> list[ExampleRow]:
+    """Example rows from a folder of images: ``*.png``/``*.jpg`` at its top level.
+
+    An image listed in ``refs.jsonl`` (lines ``{"image": "x.png", "text": "the red circle"}``, the layout
+    ``segr1 data`` writes) is a referring example with that text; ``"task"`` in the line may say
+    ``"reasoning"``; every other image is a foreground example.
+    """
+    from segr1.data.io import is_image_file
+
+    folder = Path(folder)
+    refs: dict[str, tuple[str, str]] = {}
+    refs_file = folder / "refs.jsonl"
+    if refs_file.is_file():
+        for n, line in enumerate(refs_file.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                task = row.get("task", "referring")
+                refs[Path(row["image"]).name] = (
+                    task if task in DEMO_TASKS else "referring",
+                    str(row["text"]),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("%s line %d: not a {'image', 'text'} record; ignored", refs_file, n)
+    rows = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
+        task, text = refs.get(path.name, ("foreground", ""))
+        rows.append((str(path), task, text))
+    return rows
+
+
+def synthetic_examples(out_dir: str | Path, seed: int = EXAMPLE_SEED) -> list[ExampleRow]:
+    """Write three synthetic scenes (salient, camouflaged, referring) into ``out_dir``; return example rows."""
+    from segr1.data.io import write_image
+    from segr1.data.synthetic import scene_at
+
+    rows = []
+    for kind in ("salient", "camouflaged", "referring"):
+        scene = scene_at(kind, seed, 0, max_size=480)
+        path = write_image(scene.image, Path(out_dir) / f"{kind}-0.png")
+        rows.append((str(path), "referring" if kind == "referring" else "foreground", scene.text or ""))
+    return rows
+
+
+def default_examples(folder: str | Path | None = None) -> list[ExampleRow]:
+    """Examples from ``folder`` (default: the repository's ``examples/``) when it holds images, else a few
+    synthetic scenes written to a temporary folder; [] when neither works."""
+    folder = Path(folder) if folder is not None else REPO_EXAMPLES_DIR
+    if folder.is_dir():
+        rows = find_examples(folder)
+        if rows:
+            return rows
+    try:
+        return synthetic_examples(_temp_dir("segr1-demo-examples-"))
+    except Exception:  # examples are a convenience; the demo works without them
+        logger.warning("could not make synthetic examples; the demo starts without examples", exc_info=True)
+        return []
+
+
+def guard_image_uploads(component: gr.Image, max_bytes: int) -> gr.Image:
+    """Make ``component`` (a ``gr.Image`` input) answer unreadable uploads with a ``gr.Error`` message.
+
+    Gradio opens the upload while preprocessing, before our handler runs, so a non-image or corrupt file
+    would otherwise surface as an opaque "Error". Inline (base64 ``data:``) images over ``max_bytes`` are
+    refused too. The guard wraps the instance's ``preprocess`` (Gradio calls ``block.preprocess``), not
+    a subclass: Gradio writes a ``.pyi`` stub next to the module of every Component subclass at import.
+    """
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        url = getattr(payload, "url", None) if payload is not None else None
+        if isinstance(url, str) and url.startswith("data:") and len(url) * 3 // 4 > max_bytes:
+            raise gr.Error(
+                f"the image is larger than {max_bytes / 2**20:g} MiB",
+                title="Upload refused",
+                print_exception=False,
+            )
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            logger.info("rejected an upload Gradio could not open: %s: %s", type(exc).__name__, exc)
+            raise gr.Error(
+                "the upload is not an image this demo can read (use PNG, JPEG, WebP, BMP or TIFF)",
+                title="Upload refused",
+                print_exception=False,
+            ) from None
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def _resolve_pipelines(pipelines: PipelineSource) -> dict[str, Pipeline]:
+    if isinstance(pipelines, Mapping):
+        resolved = dict(pipelines)
+    elif callable(pipelines):
+        resolved = {task: pipelines(task) for task in DEMO_TASKS}
+    else:
+        raise TypeError(
+            f"pipelines must be a mapping task -> pipeline or a callable, got {type(pipelines).__name__}"
+        )
+    unknown = sorted(set(resolved) - set(DEMO_TASKS))
+    if unknown or not resolved:
+        raise ValueError(
+            f"pipelines must map some of {DEMO_TASKS} to pipelines; got tasks {sorted(resolved)}"
+        )
+    return resolved
+
+
+def _header(pipelines: Mapping[str, Pipeline], limits: DemoLimits, note: str | None) -> str:
+    any_pipeline = next(iter(pipelines.values()))
+    policy = getattr(getattr(any_pipeline, "policy", None), "name", "?")
+    segmenter = getattr(getattr(any_pipeline, "segmenter", None), "name", "?")
+    lines = [
+        "# Seg-R1 demo",
+        "A multimodal model reads the image and the instruction, writes its reasoning and box/point prompts; "
+        "a promptable segmenter turns the prompts into a mask.",
+        f"Policy: `{policy}` · segmenter: `{segmenter}` · uploads up to {limits.max_upload_mb:g} MiB and "
+        f"{limits.max_pixels:,} pixels.",
+    ]
+    if note:
+        lines.append(f"**Note:** {note}")
+    return "\n\n".join(lines)
+
+
+def build_app(
+    pipelines: PipelineSource,
+    examples: Sequence[Sequence[str]] | None = None,
+    limits: DemoLimits | None = None,
+    *,
+    note: str | None = None,
+    out_dir: str | Path | None = None,
+) -> gr.Blocks:
+    """Build the demo's ``gr.Blocks`` (queued, not launched) around already-loaded pipelines.
+
+    Args:
+        pipelines: task -> pipeline for some of "foreground", "referring", "reasoning" (a pipeline is called
+            ``pipeline(image (H, W, 3) uint8 RGB, text) -> SegResult``), or a callable task -> pipeline,
+            called once per task here.
+        examples: rows ``(image path, task, text)``; None -> :func:`default_examples`; [] -> none.
+        limits: upload/text bounds and queue sizes (default :class:`DemoLimits`).
+        note: an extra line for the page header (e.g. "the default model is untrained").
+        out_dir: where downloadable mask PNGs are written (default: a new temporary folder).
+
+    The endpoint ``/segment`` takes ``(image, task, text)`` and returns ``(overlay image, mask PNG file,
+    answer text, prompts JSON, status text)``.
+    """
+    limits = limits or DemoLimits()
+    resolved = _resolve_pipelines(pipelines)
+    tasks = [t for t in DEMO_TASKS if t in resolved]
+    rows = default_examples() if examples is None else [tuple(r) for r in examples]
+    rows = [r for r in rows if r[1] in resolved]
+    mask_dir = Path(out_dir) if out_dir is not None else _temp_dir("segr1-demo-masks-")
+
+    def segment(image: str | None, task: str, text: str) -> tuple[np.ndarray, str, str, dict[str, Any], str]:
+        """Segment the object the task asks for.
+
+        image: the image file; task: foreground, referring or reasoning; text: the referring expression or
+        question (ignored by foreground). Returns the overlay (mask, boxes, points), the mask as a 0/255 PNG,
+        the model's answer text (model-frame coordinates), the parsed prompts and details as JSON (image
+        frame, pixels, boxes xyxy) and a status line.
+        """
+        try:
+            r = handle_request(resolved, image, task, text, limits, mask_dir)
+        except DemoInputError as exc:
+            logger.info("refused a request: %s", exc)
+            message = html.escape(str(exc), quote=False)  # the modal renders HTML; the task may be user text
+            raise gr.Error(message, title="Cannot segment this request", print_exception=False) from None
+        except Exception as exc:
+            logger.exception("request failed (task %r)", task)
+            raise gr.Error(
+                f"internal error ({type(exc).__name__}); see the server log", title="Error"
+            ) from exc
+        return r.overlay, str(r.mask_path), r.answer, r.details, r.status
+
+    with gr.Blocks(
+        title="Seg-R1 demo", delete_cache=(3600, int(limits.keep_outputs_s)), analytics_enabled=False
+    ) as app:
+        gr.Markdown(_header(resolved, limits, note))
+        with gr.Row():
+            with gr.Column():
+                image_in = guard_image_uploads(
+                    gr.Image(
+                        label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="segr1-image"
+                    ),
+                    limits.max_upload_bytes,
+                )
+                task_in = gr.Radio(tasks, value=tasks[0], label="Task", elem_id="segr1-task")
+                text_in = gr.Textbox(
+                    value="",
+                    label="Instruction",
+                    placeholder="referring: 'the red circle on the left'; reasoning: a question. "
+                    "Ignored for foreground.",
+                    max_length=limits.max_text_chars,
+                    elem_id="segr1-text",
+                )
+                button = gr.Button("Segment", variant="primary", elem_id="segr1-submit")
+            with gr.Column():
+                overlay_out = gr.Image(
+                    label="Overlay", type="numpy", format="png", interactive=False, elem_id="segr1-overlay"
+                )
+                mask_out = gr.File(label="Mask (PNG)", elem_id="segr1-mask")
+                status_out = gr.Textbox(label="Status", interactive=False, elem_id="segr1-status")
+        with gr.Row():
+            answer_out = gr.Textbox(
+                label="Answer",
+                info="the model's reasoning and prompts as it wrote them (model-frame coordinates)",
+                lines=4,
+                interactive=False,
+                elem_id="segr1-answer",
+            )
+            with gr.Column():
+                gr.Markdown(
+                    "Parsed prompts in the image frame (pixels, boxes xyxy), in the model frame, and timings:"
+                )
+                prompts_out = gr.JSON(label="Prompts", elem_id="segr1-prompts")
+        if rows:
+            gr.Examples(
+                examples=[list(r) for r in rows], inputs=[image_in, task_in, text_in], label="Examples"
+            )
+        button.click(
+            segment,
+            inputs=[image_in, task_in, text_in],
+            outputs=[overlay_out, mask_out, answer_out, prompts_out, status_out],
+            api_name=API_NAME,
+            concurrency_limit=limits.concurrency,
+        )
+    app.queue(max_size=limits.max_queue, default_concurrency_limit=limits.concurrency)
+    return app
+
+
+def launch(
+    app: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    limits: DemoLimits | None = None,
+    *,
+    block: bool = True,
+    **launch_kwargs: Any,
+) -> gr.Blocks:
+    """Serve ``app`` on ``host:port`` with uploads bounded by ``limits.max_upload_mb``.
+
+    ``block=False`` returns once the server is up (tests, benchmarks); close it with ``app.close()``.
+    """
+    limits = limits or DemoLimits()
+    app.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=limits.max_upload_bytes,
+        prevent_thread_lock=not block,
+        show_error=True,
+        **launch_kwargs,
+    )
+    return app

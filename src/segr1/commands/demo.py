@@ -1,0 +1,156 @@
+"""Start the Seg-R1 web demo and its HTTP API (Gradio).
+
+Open http://HOST:PORT in a browser: upload an image or pick an example, choose the task, type the
+instruction; the page shows the overlay (mask, boxes, points), the mask as a downloadable PNG, the model's
+answer text and the parsed prompts. The same function is the HTTP API endpoint /segment (Gradio's API;
+see docs/demo.md for the gradio_client and curl examples, or the "Use via API" link at the page's foot).
+
+The policy and the segmenter load once, at start. Requests are queued (--concurrency at once, at most
+--max-queue waiting); uploads are bounded by --max-upload-mb and --max-pixels, and a refused upload gets
+a message, not a crash.
+
+Default model (no --model): the embedded tiny policy, which runs offline on CPU (see `segr1 segment -h`);
+for real photos pass --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large.
+
+Examples:
+  segr1 demo
+  segr1 demo --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large --device cuda
+  segr1 demo --host 0.0.0.0 --port 8080 --max-upload-mb 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``segr1 demo`` options to ``parser``."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="ID|PATH",
+        help="policy: hub id (e.g. geshang/Seg-R1-7B) or local checkpoint folder (default: the embedded tiny model)",
+    )
+    parser.add_argument(
+        "--segmenter",
+        default="grabcut",
+        metavar="SPEC",
+        help="grabcut (CPU, no weights), sam2-hf:<hub id|folder>, or sam2:<config>@<checkpoint> (default: grabcut)",
+    )
+    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: each backend picks)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all interfaces)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=10.0, metavar="MB", help="largest upload in MiB (default: 10)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4096 * 4096,
+        metavar="N",
+        help="largest width x height of an uploaded image (default: 16777216 = 4096x4096)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=2, metavar="N", help="requests processed at once (default: 2)"
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        metavar="N",
+        help="requests waiting before new ones are refused with 'queue is full' (default: 32)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
+    )
+    parser.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="side of the square frame the model sees (default: the model's own, else 768/1024 per task)",
+    )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of example images (+ refs.jsonl for referring texts) (default: the repository's examples/, "
+        "else a few synthetic scenes)",
+    )
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+
+
+def _usage_error(message: str) -> int:
+    print(f"segr1 demo: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segr1 demo``: load the models, build the app and serve it until interrupted."""
+    if not 0 < args.port < 65536:
+        return _usage_error(f"--port must be in 1..65535, got {args.port}")
+    if args.frame is not None and args.frame < 1:
+        return _usage_error(f"--frame must be a positive number of pixels, got {args.frame}")
+    if args.max_new_tokens < 1:
+        return _usage_error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.examples is not None and not args.examples.is_dir():
+        return _usage_error(f"--examples {args.examples} is not a folder")
+    from segr1.app.handler import DemoLimits
+
+    try:
+        limits = DemoLimits(
+            max_upload_mb=args.max_upload_mb,
+            max_pixels=args.max_pixels,
+            concurrency=args.concurrency,
+            max_queue=args.max_queue,
+        )
+    except ValueError as exc:
+        return _usage_error(f"{exc} (options --max-upload-mb, --max-pixels, --concurrency, --max-queue)")
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        return _usage_error("the demo needs Gradio: pip install 'segr1[demo]'")
+    from segr1.app.demo import build_app, default_examples, launch, load_pipelines
+
+    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", args.segmenter)
+    pipeline_kwargs = {"max_new_tokens": args.max_new_tokens}
+    if args.frame is not None:
+        pipeline_kwargs["frame"] = args.frame
+    try:
+        pipelines = load_pipelines(args.model, args.segmenter, device=args.device, **pipeline_kwargs)
+    except ValueError as exc:  # a bad --model / --segmenter / --device value
+        return _usage_error(str(exc))
+    app = build_app(
+        pipelines, examples=default_examples(args.examples), limits=limits, note=_model_note(args.model)
+    )
+    logger.info("serving on http://%s:%d (Ctrl+C to stop)", args.host, args.port)
+    launch(app, args.host, args.port, limits, block=True, share=args.share)
+    return 0
+
+
+def _model_note(model: str | None) -> str | None:
+    """A header line warning that the default model is untrained, when it is."""
+    if model is not None:
+        return None
+    from segr1.policies import shipped_policy_available
+
+    if shipped_policy_available():
+        return (
+            "this is the embedded tiny policy trained on synthetic scenes; it does well only on simple "
+            "synthetic-like images. Start the demo with --model geshang/Seg-R1-7B for real photos."
+        )
+    return (
+        "no trained policy is shipped yet, so this runs an UNTRAINED tiny model: its answers are mostly "
+        "unparsable and masks mostly empty. Start the demo with --model geshang/Seg-R1-7B for real use."
+    )
