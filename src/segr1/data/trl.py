@@ -1,0 +1,288 @@
+"""Convert `Sample` records into the conversational vision datasets TRL's trainers take.
+
+GRPO (`to_grpo_dataset`) rows, as the trainer and the rewards see them::
+
+    {"prompt": [<system turn>?, {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}],
+     "image": PIL.Image (frame x frame RGB, the model frame),
+     "mask": str path | bytes (PNG) -- the ground truth at its own (image-frame) resolution,
+     "id": str, "task": str, "text": str | None}
+
+SFT (`to_sft_dataset`) rows have ``prompt``, ``image``, ``id`` and ``completion`` = ``[{"role": "assistant",
+"content": <target>}]``, the target rendered by `segr1.answer.format_answer` from the ground-truth mask in the
+model frame: the mask's tight box (`segr1.geometry.mask_to_box`), ``n_pos`` foreground and ``n_neg`` background
+points (`segr1.geometry.sample_points`; background points inside the box when there is one, so they survive the
+segmenter's point-to-box assignment) and a short think text describing where the object is.
+
+The prompt is built with `segr1.prompts.build_messages`; its image block is left as an empty ``{"type":
+"image"}`` placeholder because TRL fills placeholders from the ``image`` column (a block that already holds an
+image would not be counted and TRL would refuse the row). Storage is a flat Arrow table of paths (or PNG bytes
+for in-memory arrays); images are read and resized to the frame lazily, when a row is indexed, by a
+``with_transform`` formatter, so a 10 000-image training set costs no preprocessing and no disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segr1.answer import SegPrompt, format_answer
+from segr1.data.records import Sample
+from segr1.geometry import mask_to_box, resize_to_frame, sample_points
+from segr1.prompts import DEFAULT_FRAME, TASKS, build_instruction, build_messages, system_prompt
+
+logger = logging.getLogger(__name__)
+
+THINK_MODES = ("describe", "none")
+_COLUMNS = ("id", "image_path", "image_png", "mask_path", "mask_png", "text", "task")
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _raw_rows(samples: Iterable[Sample], *, need_mask: bool) -> dict[str, list[Any]]:
+    rows: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    skipped = 0
+    for s in samples:
+        if need_mask and s.mask is None:
+            skipped += 1
+            continue
+        rows["id"].append(str(s.id))
+        is_array = isinstance(s.image, np.ndarray)
+        rows["image_path"].append(None if is_array else str(s.image))
+        rows["image_png"].append(_png_bytes(s.image) if is_array else None)
+        mask_is_array = isinstance(s.mask, np.ndarray)
+        rows["mask_path"].append(None if s.mask is None or mask_is_array else str(s.mask))
+        rows["mask_png"].append(_png_bytes(np.asarray(s.mask, dtype=bool)) if mask_is_array else None)
+        rows["text"].append(s.text)
+        rows["task"].append(s.task)
+    if skipped:
+        logger.warning("left out %d samples without a ground-truth mask (training needs one)", skipped)
+    if not rows["id"]:
+        raise ValueError("no usable samples: every sample lacks a ground-truth mask, or none were given")
+    return rows
+
+
+def _read_mask(path: str | None, png: bytes | None) -> np.ndarray:
+    """(H, W) bool ground truth from a mask file (8-bit first channel > 128) or the PNG bytes we wrote."""
+    from segr1.data.io import read_mask
+
+    if path is not None:
+        return read_mask(path)
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("L")) > 128
+
+
+def describe_mask(mask: np.ndarray) -> str:
+    """A short think text for a (H, W) bool mask: size and position, e.g. ``"a small object at the top left"``."""
+    box = mask_to_box(mask)
+    if box is None:
+        return "no object is visible"
+    h, w = mask.shape
+    cx, cy = (box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h
+    area = float(mask.mean())
+    size = "small" if area < 0.05 else "large" if area > 0.3 else "medium"
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
+    where = " ".join(p for p in (row, col) if p) or "center"
+    return f"a {size} object at the {where}" if where != "center" else f"a {size} object in the center"
+
+
+def sft_target(
+    mask: np.ndarray,
+    *,
+    frame: int,
+    rng: np.random.Generator | int | None = None,
+    n_pos: int = 2,
+    n_neg: int = 1,
+    points_only: bool = False,
+    think: str = "describe",
+) -> str:
+    """The SFT answer for a ground-truth (H, W) bool mask (image frame), in the ``frame x frame`` model frame.
+
+    The mask is resized to the frame (nearest); the answer has its tight box (unless ``points_only``),
+    ``n_pos`` points inside and ``n_neg`` outside it (inside the box when there is one), integer pixels, and a
+    think block: ``think="describe"`` -> `describe_mask`, ``"none"`` -> an empty block, any other string is used
+    verbatim. An empty mask gives a think block only.
+    """
+    small = resize_to_frame(np.asarray(mask, dtype=bool), frame)
+    if not small.any() and np.asarray(mask).any():  # object thinner than a frame pixel: keep it visible
+        ys, xs = np.nonzero(mask)
+        small[(ys * frame // mask.shape[0]), (xs * frame // mask.shape[1])] = True
+    box = None if points_only else mask_to_box(small)
+    points, labels = sample_points(small, n_pos, n_neg, rng, margin=0.1 if box is None else 0.0)
+    prompt = SegPrompt(
+        boxes=np.zeros((0, 4)) if box is None else box[None, :],
+        points=np.round(points),
+        labels=labels,
+    )
+    text = describe_mask(small) if think == "describe" else "" if think == "none" else think
+    return format_answer(prompt, think=text)
+
+
+class _Rows:
+    """``with_transform`` formatter: Arrow columns -> trainer rows (picklable; small LRU of decoded images)."""
+
+    def __init__(
+        self,
+        *,
+        task: str | None,
+        frame: int | None,
+        system: str | None,
+        sft: dict[str, Any] | None,
+        cache_size: int,
+    ) -> None:
+        self.task = task
+        self.frame = frame
+        self.system = system
+        self.sft = sft
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        return state
+
+    def _frame_for(self, task: str) -> int:
+        return self.frame if self.frame is not None else DEFAULT_FRAME[task]
+
+    def _image(self, key: str, path: str | None, png: bytes | None, frame: int) -> Image.Image:
+        cached = self._cache.get((key, frame))
+        if cached is not None:
+            self._cache.move_to_end((key, frame))
+            return cached
+        if path is not None:
+            from segr1.data.io import read_image
+
+            arr = read_image(path)
+        else:
+            with Image.open(io.BytesIO(png)) as im:
+                arr = np.asarray(im.convert("RGB"))
+        image = resize_to_frame(Image.fromarray(arr), frame)
+        self._cache[(key, frame)] = image
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return image
+
+    def _system(self, task: str) -> str | None:
+        return system_prompt(task) if self.system == "default" else self.system
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"prompt": [], "image": [], "id": [], "task": []}
+        if self.sft is None:
+            out.update(mask=[], text=[])
+        else:
+            out["completion"] = []
+        for i, sid in enumerate(batch["id"]):
+            task = self.task or batch["task"][i]
+            frame = self._frame_for(task)
+            image_key = batch["image_path"][i] or f"png:{_stable_hash(batch['image_png'][i])}"
+            image = self._image(image_key, batch["image_path"][i], batch["image_png"][i], frame)
+            instruction = build_instruction(task, batch["text"][i], frame=frame)
+            messages = build_messages(None, instruction, system=self._system(task))
+            for m in messages:  # leave the image block as a placeholder for TRL to fill from "image"
+                m["content"] = [{"type": "image"} if b["type"] == "image" else b for b in m["content"]]
+            out["prompt"].append(messages)
+            out["image"].append(image)
+            out["id"].append(sid)
+            out["task"].append(task)
+            mask = batch["mask_path"][i] if batch["mask_path"][i] is not None else batch["mask_png"][i]
+            if self.sft is None:
+                out["mask"].append(mask)
+                out["text"].append(batch["text"][i])
+            else:
+                rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
+                target = sft_target(
+                    _read_mask(batch["mask_path"][i], batch["mask_png"][i]),
+                    frame=frame,
+                    rng=rng,
+                    n_pos=self.sft["n_pos"],
+                    n_neg=self.sft["n_neg"],
+                    points_only=task == "prerl",
+                    think=self.sft["think"],
+                )
+                out["completion"].append([{"role": "assistant", "content": target}])
+        return out
+
+
+def _stable_hash(data: str | bytes) -> int:
+    raw = data.encode() if isinstance(data, str) else data
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+
+
+def _check(task: str | None, frame: int | None, system: str | None) -> None:
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if frame is not None and (not isinstance(frame, int) or frame <= 0):
+        raise ValueError(
+            f"frame must be a positive int (e.g. 768) or None for the task default; got {frame!r}"
+        )
+    if system is not None and not isinstance(system, str):
+        raise TypeError(
+            f"system must be 'default', a system prompt text, or None; got {type(system).__name__}"
+        )
+
+
+def to_grpo_dataset(
+    samples: Iterable[Sample],
+    *,
+    task: str | None = None,
+    frame: int | None = None,
+    system: str | None = "default",
+    cache_size: int = 64,
+):
+    """A 🤗 ``datasets.Dataset`` of GRPO rows (see the module docstring) for TRL's ``GRPOTrainer``.
+
+    ``task`` overrides each sample's task (e.g. ``"prerl"`` for the points-only stage); ``frame`` is the model
+    frame side (default ``segr1.prompts.DEFAULT_FRAME[task]``) -- the reward must use the same. ``system``:
+    ``"default"`` -> `segr1.prompts.system_prompt(task)`, None -> no system turn, other text -> that text.
+    Samples without a mask are left out (counted in a warning). The ``mask`` column holds the path (or PNG
+    bytes) of the ground truth at its original resolution; `segr1.rewards.decode_mask` reads it.
+    """
+    import datasets
+
+    _check(task, frame, system)
+    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True))
+    return table.with_transform(_Rows(task=task, frame=frame, system=system, sft=None, cache_size=cache_size))
+
+
+def to_sft_dataset(
+    samples: Iterable[Sample],
+    *,
+    task: str | None = None,
+    frame: int | None = None,
+    system: str | None = "default",
+    n_pos: int = 2,
+    n_neg: int = 1,
+    think: str = "describe",
+    seed: int = 0,
+    cache_size: int = 64,
+):
+    """A 🤗 ``datasets.Dataset`` of SFT rows (prompt, completion, image) for TRL's ``SFTTrainer``.
+
+    Targets come from `sft_target` (box unless the task is ``prerl``, ``n_pos``/``n_neg`` points, ``think``
+    mode); the points of a row are drawn from a generator seeded by ``(seed, hash(id))``, so a row's target is
+    the same on every epoch, process and resume. Other arguments as in `to_grpo_dataset`.
+    """
+    import datasets
+
+    _check(task, frame, system)
+    if n_pos < 0 or n_neg < 0 or n_pos + n_neg == 0:
+        raise ValueError(f"n_pos and n_neg must be >= 0 with at least one point; got {n_pos}, {n_neg}")
+    if not isinstance(think, str):
+        raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
+    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True))
+    sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed}
+    return table.with_transform(_Rows(task=task, frame=frame, system=system, sft=sft, cache_size=cache_size))

@@ -1,0 +1,186 @@
+"""Configuration of ``segr1 train``: segr1's own dataclasses next to TRL's, parsed from a YAML recipe + CLI.
+
+A recipe is one flat YAML mapping read by TRL's ``TrlParser``: every key is a field of one of the dataclasses
+``(GRPOScriptArguments | SFTScriptArguments, GRPOConfig | SFTConfig, ModelConfig)``, so all of TRL's and
+transformers' options (``num_generations``, ``beta``, ``loss_type``, ``use_vllm``, ``learning_rate``,
+``output_dir``, ``save_steps``, ...) and peft's LoRA options (``use_peft``, ``lora_r``, ...) work unchanged;
+``--key value`` on the command line overrides the recipe. segr1 adds the data, prompt and reward fields below.
+
+``train_data`` is a list of sources, each a mapping with one of:
+
+* ``{images: DIR, masks: DIR}`` (optional ``exclude: [substr, ...]``, ``name``, ``task``): an image/mask folder
+  pair matched by file stem, any extension;
+* ``{root: DIR}`` (or a list of DIRs): folders each holding an images and a masks sub-folder (``images/`` +
+  ``masks/``, ``Imgs/`` + ``GT/``, ``im/`` + ``gt/``, ...; see `segr1.data.folders.find_pair_dirs`);
+* ``{manifest: FILE.jsonl}``: one JSON object per line with ``image``, ``mask`` (paths, relative to the
+  manifest's folder) and optional ``id``, ``text``, ``task``;
+* ``{synthetic: {kind: salient|camouflaged|referring, n: N, seed: S}}`` (optional ``size``/``min_size``/
+  ``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after.
+
+On the command line a list is given as JSON: ``--train_data '[{"synthetic": {"kind": "salient", "n": 64}}]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from segr1.prompts import TASKS
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL = "tiny"  # model_name_or_path value that selects segr1's offline tiny Qwen2.5-VL
+SOURCE_KINDS = ("images", "root", "manifest", "synthetic")
+
+
+def _parse_sources(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"train_data must be a list of sources (JSON on the command line); got {value!r}"
+            ) from exc
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"train_data must be a list of sources; got {type(value).__name__}")
+    for i, src in enumerate(value):
+        if not isinstance(src, dict) or sum(k in src for k in SOURCE_KINDS) != 1:
+            raise ValueError(
+                f"train_data[{i}] must be a mapping with exactly one of {SOURCE_KINDS}; got {src!r}. Examples: "
+                "{images: DIR, masks: DIR} | {root: DIR} | {manifest: FILE.jsonl} | {synthetic: {kind: salient, n: 256, seed: 0}}"
+            )
+        if "images" in src and "masks" not in src:
+            raise ValueError(f"train_data[{i}] has 'images' but no 'masks' folder: {src!r}")
+        if "synthetic" in src and not isinstance(src["synthetic"], dict):
+            raise ValueError(
+                f"train_data[{i}].synthetic must be a mapping {{kind, n, seed}}; got {src['synthetic']!r}"
+            )
+    return value
+
+
+@dataclass
+class DataArguments:
+    """Data and prompt options shared by ``segr1 train sft`` and ``segr1 train grpo``."""
+
+    task: str = field(
+        default="foreground",
+        metadata={
+            "help": f"Task whose instruction the model sees: one of {TASKS} ('prerl' = points-only stage)."
+        },
+    )
+    frame: int | None = field(
+        default=None,
+        metadata={
+            "help": "Side in pixels of the square model frame images are resized to (default: 768 for "
+            "foreground/prerl, 1024 for referring/reasoning). Rewards use the same frame."
+        },
+    )
+    system_prompt: str | None = field(
+        default="default",
+        metadata={
+            "help": "'default' (segr1.prompts.system_prompt(task)), 'none' (no system turn) or a literal text."
+        },
+    )
+    train_data: list[dict] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Training sources: list of {images, masks} | {manifest} | {synthetic: {kind, n, seed}} "
+            "mappings (JSON on the command line)."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many samples (after concatenating the sources)."}
+    )
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where synthetic sources are written (default: $SEGR1_CACHE/synthetic or "
+            "~/.cache/segr1/synthetic)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
+        if self.frame is not None and int(self.frame) <= 0:
+            raise ValueError(f"frame must be a positive number of pixels (e.g. 768); got {self.frame!r}")
+        if isinstance(self.system_prompt, str) and self.system_prompt.lower() in ("none", "null", ""):
+            self.system_prompt = None
+        self.train_data = _parse_sources(self.train_data)
+        if self.max_train_samples is not None and self.max_train_samples <= 0:
+            raise ValueError(f"max_train_samples must be positive or unset; got {self.max_train_samples}")
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments):
+    """segr1's GRPO options: which rewards, and the segmenter that turns prompts into masks."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["segmentation", "format"],
+        metadata={
+            "help": "Rewards, in order (weights: TRL's reward_weights): segmentation, format, "
+            "format_points, length, or the import path of your own TRL-style reward (pkg.module.func)."
+        },
+    )
+    segmenter: str = field(
+        default="grabcut",
+        metadata={
+            "help": "Segmenter spec for the segmentation reward: 'grabcut', 'sam2-hf:<hub id|folder>', "
+            "'sam2:<config>@<checkpoint>'."
+        },
+    )
+    segmenter_device: str | None = field(
+        default=None,
+        metadata={"help": "Device of the segmenter (default: the backend's choice, e.g. this rank's GPU)."},
+    )
+    segmenter_dtype: str | None = field(
+        default=None, metadata={"help": "dtype of the segmenter, e.g. bfloat16."}
+    )
+    iou_weight: float = field(
+        default=0.7, metadata={"help": "Weight of the mask IoU in the segmentation reward."}
+    )
+    s_weight: float = field(
+        default=0.3, metadata={"help": "Weight of the S-measure in the segmentation reward."}
+    )
+    reward_workers: int = field(
+        default=1, metadata={"help": "Threads that segment distinct images of a batch in parallel."}
+    )
+    length_ideal_points: int = field(
+        default=8, metadata={"help": "length reward: the ideal number of points."}
+    )
+    length_sigma: float = field(default=2.0, metadata={"help": "length reward: width of the Gaussian."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from segr1.rewards import REWARD_NAMES
+
+        bad = [r for r in self.reward_funcs if r not in REWARD_NAMES and "." not in r]
+        if bad or not self.reward_funcs:
+            raise ValueError(
+                f"unknown reward_funcs {bad or self.reward_funcs}; choose from {REWARD_NAMES} or give an import "
+                "path such as mypackage.rewards.my_reward"
+            )
+        if self.reward_workers < 1:
+            raise ValueError(f"reward_workers must be >= 1; got {self.reward_workers}")
+
+
+@dataclass
+class SFTScriptArguments(DataArguments):
+    """segr1's SFT options: how the targets are rendered from the ground-truth masks."""
+
+    sft_points_pos: int = field(default=2, metadata={"help": "Foreground points per SFT target."})
+    sft_points_neg: int = field(default=1, metadata={"help": "Background points per SFT target."})
+    sft_think: str = field(
+        default="describe",
+        metadata={
+            "help": "Think text of SFT targets: 'describe' (object size and position), 'none' (empty) or "
+            "a literal text."
+        },
+    )
+    sft_seed: int = field(default=0, metadata={"help": "Seed of the points sampled for the SFT targets."})

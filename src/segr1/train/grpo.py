@@ -1,0 +1,153 @@
+"""GRPO on TRL's own ``GRPOTrainer`` with segr1's mask rewards.
+
+The trainer is TRL's, unchanged: segr1 supplies the dataset (`segr1.data.trl.to_grpo_dataset`), the reward
+callables (`segr1.rewards`), the model id (``"tiny"`` -> the offline tiny Qwen2.5-VL), LoRA through peft
+(``use_peft``/``lora_*`` of TRL's ``ModelConfig``) and a JSON-lines log. Every TRL option (``num_generations``,
+``beta``, ``loss_type``, ``scale_rewards``, ``reward_weights``, ``use_vllm``, ``temperature``, ...) comes
+straight from the recipe. Multi-GPU / multi-node runs are ``accelerate launch`` of the same command.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from segr1.train.callbacks import JsonlLogCallback
+from segr1.train.common import (
+    disable_missing_vllm,
+    load_checkpoint_weights,
+    model_init_kwargs,
+    peft_config,
+    resolve_frame,
+    resolve_model,
+    resolve_resume,
+    write_provenance,
+)
+from segr1.train.config import GRPOScriptArguments
+from segr1.train.data import load_train_samples
+
+logger = logging.getLogger(__name__)
+
+
+def build_rewards(script_args: GRPOScriptArguments, *, frame: int, device: str | None = None) -> list[Any]:
+    """The reward callables named by ``script_args.reward_funcs``, in order: ``segmentation``, ``format``,
+    ``format_points``, ``length`` or an import path ``pkg.module.func``. The segmentation reward is built
+    once around one segmenter (loaded lazily, on first use, on ``device``); for the ``prerl`` task it ignores
+    boxes (points-only stage)."""
+    from segr1 import rewards
+
+    funcs: list[Any] = []
+    for name in script_args.reward_funcs:
+        if name == "segmentation":
+            funcs.append(
+                rewards.SegmentationReward(
+                    script_args.segmenter,
+                    device=script_args.segmenter_device or device,
+                    dtype=script_args.segmenter_dtype,
+                    frame=frame,
+                    iou_weight=script_args.iou_weight,
+                    s_weight=script_args.s_weight,
+                    points_only=script_args.task == "prerl",
+                    num_workers=script_args.reward_workers,
+                    name="segmentation",
+                )
+            )
+        elif name == "format":
+            funcs.append(rewards.format_reward)
+        elif name == "format_points":
+            funcs.append(rewards.points_format_reward)
+        elif name == "length":
+            funcs.append(
+                functools.partial(
+                    rewards.length_reward,
+                    ideal_points=script_args.length_ideal_points,
+                    sigma=script_args.length_sigma,
+                )
+            )
+        elif "." in name:
+            funcs.append(_import_reward(name))
+        else:  # config validation rejects unknown names; this guards a new name without a branch here
+            raise ValueError(f"unknown reward {name!r}; choose from {rewards.REWARD_NAMES}")
+    return funcs
+
+
+def _import_reward(path: str) -> Any:
+    """A user reward given as ``package.module.function`` (TRL's reward shape)."""
+    import importlib
+
+    module_name, _, attr = path.rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import reward {path!r}: {exc}") from exc
+    if not callable(func):
+        raise ValueError(f"reward {path!r} is not callable")
+    return func
+
+
+def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, model_args: Any) -> Any:
+    """A ready ``trl.GRPOTrainer`` for a parsed recipe (see `segr1.train.common.parse_recipe`)."""
+    from trl import GRPOTrainer
+
+    model = resolve_model(model_args.model_name_or_path)
+    frame = resolve_frame(script_args, model)
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    disable_missing_vllm(training_args)
+
+    with training_args.main_process_first(desc="preparing train_data"):
+        samples = load_train_samples(
+            script_args.train_data,
+            cache_dir=script_args.data_cache_dir,
+            max_samples=script_args.max_train_samples,
+        )
+    from segr1.data.trl import to_grpo_dataset
+
+    dataset = to_grpo_dataset(samples, task=script_args.task, frame=frame, system=script_args.system_prompt)
+    device = str(training_args.device) if training_args.device.type == "cuda" else None
+    reward_funcs = build_rewards(script_args, frame=frame, device=device)
+    logger.info(
+        "GRPO: %s, %d samples, task %s, frame %d, rewards %s, %d generations per prompt",
+        model,
+        len(dataset),
+        script_args.task,
+        frame,
+        script_args.reward_funcs,
+        training_args.num_generations,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        peft_config=peft_config(model_args),
+        callbacks=[JsonlLogCallback()],
+    )
+    trainer.segr1_frame = frame
+    trainer.segr1_model = model
+    return trainer
+
+
+def train_grpo(
+    script_args: GRPOScriptArguments, training_args: Any, model_args: Any, *, resume: str | bool | None = None
+) -> Any:
+    """Build the trainer, train (resuming from ``resume``: a checkpoint folder, or ``"last"``; falls back
+    to the recipe's ``resume_from_checkpoint``), save the final model, processor and ``segr1_policy.json``
+    to ``output_dir``. Returns the trainer."""
+    trainer = build_grpo_trainer(script_args, training_args, model_args)
+    checkpoint = resolve_resume(
+        resume if resume is not None else training_args.resume_from_checkpoint, training_args.output_dir
+    )
+    load_checkpoint_weights(trainer, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        write_provenance(
+            training_args.output_dir,
+            stage="grpo",
+            frame=trainer.segr1_frame,
+            script_args=script_args,
+            model=model_args.model_name_or_path,
+            model_path=trainer.segr1_model,
+        )
+    return trainer
