@@ -11,6 +11,9 @@ max_pixels]``. A frame that already is such a multiple and within the limits (22
 Qwen2.5-VL) passes unchanged; 768 becomes 756 and 1024 becomes 1036 — a small uniform rescale, as in the
 original Seg-R1, and the model still answers in the frame its instruction names. ``min_pixels`` /
 ``max_pixels`` override the checkpoint's limits (e.g. ``max_pixels=1024*1024`` to bound vision tokens).
+
+Fast generation (``fast=True``): a reused static KV cache per batch-size bucket and compiled decoding; see
+:mod:`segr1.policies.fast`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from segr1.policies import read_policy_metadata
+from segr1.policies.fast import FastGeneration, StaticCachePool, bucket_size, compile_kwargs
 from segr1.prompts import build_messages
 
 logger = logging.getLogger(__name__)
@@ -105,11 +109,14 @@ class HFPolicy:
     replace the checkpoint's own sampling defaults (Qwen's ``top_k=1`` would make sampling greedy).
     ``repetition_penalty``: ``None`` keeps the checkpoint's value (1.05 for Qwen2.5-VL-Instruct, which
     the released Seg-R1 evaluation used). ``max_batch_size``: images per ``generate`` call (None: all).
-    ``cache_implementation``: forwarded to ``generate`` (e.g. ``"static"`` for compiled decoding).
+    ``cache_implementation``: forwarded to ``generate`` (e.g. ``"static"``); not with ``fast``.
+    ``fast``: True or a :class:`FastGeneration` for the static-cache + compiled decoding path (module
+    docstring). ``generate_kwargs``: extra ``generate`` keyword arguments applied last (e.g.
+    ``{"min_new_tokens": 64}`` to time a fixed answer length); also the attribute of that name.
 
     Attributes: ``name`` (``"hf:<model>"``), ``frame`` (the square frame the checkpoint was trained at
     when its folder records one in ``segr1_policy.json``, else None), ``metadata`` (that file's content),
-    ``model``, ``processor``, ``device``, ``dtype``.
+    ``model``, ``processor``, ``device``, ``dtype``, ``fast`` (the :class:`FastGeneration` or None).
     """
 
     def __init__(
@@ -126,43 +133,99 @@ class HFPolicy:
         repetition_penalty: float | None = None,
         max_batch_size: int | None = None,
         cache_implementation: str | None = None,
+        fast: bool | FastGeneration = False,
+        generate_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        options = {
+            "top_p": top_p,
+            "top_k": top_k,
+            "repetition_penalty": repetition_penalty,
+            "max_batch_size": max_batch_size,
+            "cache_implementation": cache_implementation,
+            "fast": fast,
+            "generate_kwargs": generate_kwargs,
+        }
+        _check_options(**options)
         source = str(model)
-        self.name = f"hf:{source}"
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.metadata = read_policy_metadata(source)
-        frame = self.metadata.get("frame")
-        self.frame: int | None = frame if isinstance(frame, int) else None
-        self.top_p, self.top_k = float(top_p), int(top_k)
-        self.max_batch_size = max_batch_size
-        self.cache_implementation = cache_implementation
-
-        attn = attn_implementation or _attn_implementation(self.device, self.dtype)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        attn = attn_implementation or _attn_implementation(device, dtype)
         pixel_kwargs = {
             k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
         }
         try:
-            self.processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
-            self.model = AutoModelForImageTextToText.from_pretrained(
+            processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
+            loaded = AutoModelForImageTextToText.from_pretrained(
                 source,
-                dtype=self.dtype,
+                dtype=dtype,
                 attn_implementation=attn,
-                device_map=None if self.device == "cpu" else self.device,  # load straight onto the GPU
+                device_map=None if device == "cpu" else device,  # load straight onto the GPU
             )
         except OSError as err:
             raise OSError(
                 f"could not load policy checkpoint {source!r}: {err}. Pass a local checkpoint folder or a hub id "
                 "reachable from this machine (offline: download it first, e.g. `hf download <id>`)."
             ) from err
+        metadata = read_policy_metadata(source)
+        self._setup(
+            loaded, processor, name=f"hf:{source}", metadata=metadata, device=device, dtype=dtype, **options
+        )
+        logger.info("loaded %s on %s (%s, %s)", self.name, self.device, self.dtype, attn)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        processor: Any,
+        *,
+        name: str = "hf:<in-memory>",
+        frame: int | None = None,
+        **options: Any,
+    ) -> HFPolicy:
+        """Wrap an already built model and processor (e.g. random weights in a released model's shape, for
+        benchmarks). ``frame``: the model frame to record; ``options``: the generation keyword arguments of
+        :class:`HFPolicy` (``top_p``, ``top_k``, ``repetition_penalty``, ``max_batch_size``,
+        ``cache_implementation``, ``fast``, ``generate_kwargs``)."""
+        _check_options(**options)
+        policy = cls.__new__(cls)
+        metadata = {} if frame is None else {"frame": frame}
+        policy._setup(model, processor, name=name, metadata=metadata, **options)
+        return policy
+
+    def _setup(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        name: str,
+        metadata: dict[str, Any],
+        device: str | None = None,
+        dtype: Any = None,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float | None = None,
+        max_batch_size: int | None = None,
+        cache_implementation: str | None = None,
+        fast: bool | FastGeneration = False,
+        generate_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.model, self.processor = model, processor
+        self.device = device or str(model.device)
+        self.dtype = dtype or model.dtype
+        self.metadata = metadata
+        frame = metadata.get("frame")
+        self.frame: int | None = frame if isinstance(frame, int) else None
+        self.top_p, self.top_k = float(top_p), int(top_k)
+        self.max_batch_size = max_batch_size
+        self.cache_implementation = cache_implementation
+        self.generate_kwargs: dict[str, Any] = dict(generate_kwargs or {})
+        self.fast: FastGeneration | None = FastGeneration() if fast is True else (fast or None)
+        self._caches = StaticCachePool(model.config, self.fast.cache_multiple) if self.fast else None
+        self._compile_kwargs = compile_kwargs(self.fast, model.device.type) if self.fast else {}
+
         self.model.eval()
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"
@@ -179,7 +242,6 @@ class HFPolicy:
         )
         # Sampling is set per call; drop the checkpoint's sampling defaults so greedy calls do not warn.
         base.do_sample, base.temperature, base.top_p, base.top_k = False, None, None, None
-        logger.info("loaded %s on %s (%s, %s)", self.name, self.device, self.dtype, attn)
 
     def generate(
         self,
@@ -219,6 +281,46 @@ class HFPolicy:
             )
         return results
 
+    def warmup(
+        self,
+        frame: int,
+        batch_sizes: Sequence[int] | None = None,
+        *,
+        instruction: str = "Find the object and answer with its box and points.",
+        max_new_tokens: int = 256,
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        system: str | None = None,
+    ) -> dict[int, float]:
+        """Compile (and capture CUDA graphs) now rather than on the first real call: one short ``generate`` per
+        batch size on grey ``frame x frame`` images, with the cache sized for ``max_new_tokens``.
+
+        ``batch_sizes``: default the fast path's buckets up to ``max_batch_size`` (or 8). Returns seconds per
+        batch size. Calls that later use the same frame, a similar instruction length, ``max_new_tokens``,
+        ``num_samples`` and sampling mode reuse the compiled graphs. A no-op warm-up of the eager path is harmless.
+        """
+        import time
+
+        if batch_sizes is None:
+            limit = self.max_batch_size or 8
+            buckets = self.fast.batch_buckets if self.fast else (1,)
+            batch_sizes = [b for b in buckets if b <= limit] or [buckets[0]]
+        image = Image.new("RGB", (frame, frame), (128, 128, 128))
+        saved = dict(self.generate_kwargs)
+        # decode a few steps whatever the model answers, so that the decoding graphs get built
+        self.generate_kwargs["min_new_tokens"] = min(4, max_new_tokens)
+        seconds: dict[int, float] = {}
+        try:
+            for n in batch_sizes:
+                start = time.perf_counter()
+                self.generate(
+                    [image] * n, [instruction] * n, num_samples, temperature, max_new_tokens, system
+                )
+                seconds[n] = time.perf_counter() - start
+        finally:
+            self.generate_kwargs = saved
+        return seconds
+
     def _generate_batch(
         self,
         images: list[Image.Image],
@@ -230,6 +332,10 @@ class HFPolicy:
     ) -> list[list[str]]:
         import torch
 
+        n_real = len(images)
+        if self.fast is not None:  # pad to a bucket so compiled graphs are reused; padding rows are dropped
+            extra = bucket_size(n_real, self.fast.batch_buckets) - n_real
+            images, instructions = images + [images[-1]] * extra, instructions + [instructions[-1]] * extra
         texts = [
             self.processor.apply_chat_template(
                 build_messages(image, instruction, system), add_generation_prompt=True, tokenize=False
@@ -244,24 +350,57 @@ class HFPolicy:
             for k, v in inputs.items()
         }
         sample = temperature > 0.0
+        per_image = num_samples if sample else 1
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": sample,
-            "num_return_sequences": num_samples if sample else 1,
+            "num_return_sequences": per_image,
             "repetition_penalty": self.repetition_penalty,
             "pad_token_id": self._pad_token_id,
             "eos_token_id": self._eos_token_ids,
         }
         if sample:
             kwargs.update(temperature=float(temperature), top_p=self.top_p, top_k=self.top_k)
-        if self.cache_implementation is not None:
-            kwargs["cache_implementation"] = self.cache_implementation
-        with torch.inference_mode():
+        prompt_length = inputs["input_ids"].shape[1]
+        if self.fast is not None:
+            rows = len(images) * per_image
+            kwargs["cache"] = self._caches.get(rows, prompt_length + max_new_tokens)
+            kwargs.update(self._compile_kwargs)
+            context = torch.no_grad()  # as transformers' own generate; the cache outlives the call
+        else:
+            if self.cache_implementation is not None:
+                kwargs["cache_implementation"] = self.cache_implementation
+            context = torch.inference_mode()
+        kwargs.update(self.generate_kwargs)
+        with context:
             output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        new_tokens = output[: n_real * per_image, prompt_length:]
         decoded = self.processor.batch_decode(
             new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
         if not sample:
             return [[text] * num_samples for text in decoded]
-        return [decoded[i * num_samples : (i + 1) * num_samples] for i in range(len(images))]
+        return [decoded[i * num_samples : (i + 1) * num_samples] for i in range(n_real)]
+
+
+def _check_options(
+    *,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    max_batch_size: int | None = None,
+    cache_implementation: str | None = None,
+    fast: bool | FastGeneration = False,
+    **_: Any,
+) -> None:
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+    if not isinstance(fast, (bool, FastGeneration)):
+        raise TypeError(f"fast must be a bool or a FastGeneration, got {type(fast).__name__}")
+    if fast and cache_implementation is not None:
+        raise ValueError(
+            f"fast generation manages its own static cache; drop cache_implementation={cache_implementation!r}"
+        )
