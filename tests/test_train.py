@@ -345,3 +345,19 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     rewards_cut = {r["step"]: r["reward"] for r in read_log(cut / "log.jsonl") if "reward" in r}
     assert rewards_cut == rewards_full
     assert killed or (cut / "checkpoint-6").exists()
+
+
+def test_compile_generation_sets_static_cache_and_compile_config(tmp_path):
+    """Without vLLM, compile_generation makes TRL's rollouts use a static cache and a compile config."""
+    from segr1.train.grpo import build_grpo_trainer
+
+    out = tmp_path / "grpo-compiled"
+    extra = ["--compile_generation", "true", "--generation_cache_len", "512"]
+    script, training, model = parse_recipe("grpo", [*_fast_grpo(tmp_path, out, steps=1), *extra])
+    trainer = build_grpo_trainer(script, training, model)
+    config = trainer.generation_config
+    assert config.cache_implementation == "static"
+    assert config.compile_config is not None and not getattr(config, "disable_compile", False)
+
+    script, training, model = parse_recipe("grpo", _fast_grpo(tmp_path, tmp_path / "plain", steps=1))
+    assert build_grpo_trainer(script, training, model).generation_config.cache_implementation != "static"

@@ -155,10 +155,27 @@ class GRPOScriptArguments(DataArguments):
         default=8, metadata={"help": "length reward: the ideal number of points."}
     )
     length_sigma: float = field(default=2.0, metadata={"help": "length reward: width of the Gaussian."})
+    compile_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "When vLLM does not generate: decode rollouts with a static KV cache and a compiled decoding "
+            "step (CUDA graphs). Sets cache_implementation: static if unset. DDP / ZeRO-2 only."
+        },
+    )
+    generation_cache_len: int | None = field(
+        default=None,
+        metadata={
+            "help": "With compile_generation: size every rollout's static cache for this many tokens (prompt + "
+            "completion), so batches with longer prompts reuse the compiled graph, e.g. 2048."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from segr1.rewards import REWARD_NAMES
+
+        if self.generation_cache_len is not None and self.generation_cache_len < 1:
+            raise ValueError(f"generation_cache_len must be >= 1 or null; got {self.generation_cache_len}")
 
         bad = [r for r in self.reward_funcs if r not in REWARD_NAMES and "." not in r]
         if bad or not self.reward_funcs:

@@ -94,6 +94,9 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
     frame = resolve_frame(script_args, model)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     disable_missing_vllm(training_args)
+    compile_rollouts = script_args.compile_generation and not getattr(training_args, "use_vllm", False)
+    if compile_rollouts and getattr(training_args, "cache_implementation", None) is None:
+        training_args.cache_implementation = "static"
 
     with training_args.main_process_first(desc="preparing train_data"):
         samples = load_train_samples(
@@ -123,6 +126,14 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
         peft_config=peft_config(model_args),
         callbacks=[JsonlLogCallback()],
     )
+    if compile_rollouts:
+        from segr1.policies.fast import enable_compiled_decoding
+
+        sharded = "zero3" in str(getattr(training_args, "deepspeed", None) or "").lower()
+        if sharded or getattr(training_args, "fsdp", None):
+            logger.warning("compile_generation under ZeRO-3 / FSDP is untested; prefer DDP or ZeRO-2")
+        enable_compiled_decoding(trainer.generation_config, max_cache_len=script_args.generation_cache_len)
+        logger.info("GRPO rollouts: static cache + compiled decoding (cache length %s)", script_args.generation_cache_len)
     trainer.segr1_frame = frame
     trainer.segr1_model = model
     return trainer
