@@ -276,13 +276,16 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `accelerate launch --cpu` starts a single process (several only through MPI); --multi_gpu starts torchrun,
+    # and the recipe's use_cpu makes each rank a gloo CPU process.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()),
            "-m", "segr1", "train", "grpo", *_fast_grpo(tmp_path, out, steps=2),
            "--per_device_train_batch_size", "2"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "training on 2 process(es)" in proc.stdout + proc.stderr
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]  # written once, by the main process

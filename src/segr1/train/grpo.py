@@ -150,6 +150,7 @@ def train_grpo(
         resume if resume is not None else training_args.resume_from_checkpoint, training_args.output_dir
     )
     load_checkpoint_weights(trainer, checkpoint)
+    logger.info("GRPO: training on %d process(es)", trainer.accelerator.num_processes)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
