@@ -116,7 +116,7 @@ def write_cod10k(root: Path) -> None:
     save_rgb(root / "COD10K-v3/Test/Image/COD10K-NonCAM-5-Background-1-Sky-4001.jpg", textured(40, 30, 9))
 
 
-def _uncompressed_rle(mask: np.ndarray) -> dict:
+def uncompressed_rle(mask: np.ndarray) -> dict:
     """COCO uncompressed RLE: column-major run lengths, starting with a run of zeros."""
     flat = mask.flatten(order="F").astype(np.uint8)
     counts, current, run = [], 0, 0
@@ -181,7 +181,7 @@ def write_refcoco(root: Path) -> None:
         ],
         "annotations": [
             {"id": 11, "image_id": 1, "category_id": 1, "segmentation": [[6, 10, 26, 10, 26, 30, 6, 30]]},
-            {"id": 12, "image_id": 1, "category_id": 1, "segmentation": _uncompressed_rle(blue)},
+            {"id": 12, "image_id": 1, "category_id": 1, "segmentation": uncompressed_rle(blue)},
             {
                 "id": 21,
                 "image_id": 2,

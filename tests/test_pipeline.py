@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
 
+from segr1.app.fakes import iou, red_discs_scene
 from segr1.pipeline import ERROR_EMPTY_MASK, ERROR_UNPARSABLE, SegR1Pipeline, SegResult, as_rgb_array
-
-RED = (220, 30, 30)
-
-
-def make_scene(width: int, height: int, discs: Sequence[tuple[float, float, float]], seed: int = 0):
-    """Textured grey-green background with red discs (cx, cy, r); returns (image uint8 RGB, mask bool)."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(40, 150, size=(height, width, 3), dtype=np.uint8)
-    image[..., 2] //= 2
-    yy, xx = np.mgrid[:height, :width]
-    mask = np.zeros((height, width), dtype=bool)
-    for cx, cy, r in discs:
-        mask |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
-    noise = rng.integers(-15, 16, size=(int(mask.sum()), 3))
-    image[mask] = np.clip(np.array(RED) + noise, 0, 255).astype(np.uint8)
-    return image, mask
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 class FixedPolicy:
@@ -112,7 +90,7 @@ def grabcut():
 
 def test_fixed_answer_non_square_maps_box_to_image_frame_and_segments(grabcut):
     width, height = 240, 160
-    image, gt = make_scene(width, height, [(150, 80, 40)])
+    image, gt = red_discs_scene(width, height, [(150, 80, 40)])
     frame = 768
     sx, sy = frame / width, frame / height
     box = (106, 36, 194, 124)  # image frame
@@ -145,7 +123,7 @@ def test_fixed_answer_non_square_maps_box_to_image_frame_and_segments(grabcut):
 
 
 def test_multi_box_answer_gives_union_mask(grabcut):
-    image, gt = make_scene(300, 200, [(70, 70, 35), (220, 130, 45)], seed=1)
+    image, gt = red_discs_scene(300, 200, [(70, 70, 35), (220, 130, 45)], seed=1)
     policy = RedOraclePolicy()
     result = SegR1Pipeline(policy, grabcut, frame=512)(image)
 
@@ -159,7 +137,7 @@ def test_multi_box_answer_gives_union_mask(grabcut):
 
 def test_unparsable_answer_records_error_and_empty_mask():
     segmenter = CountingSegmenter(mode="raise")  # must not even be called
-    image, _ = make_scene(90, 60, [(45, 30, 10)])
+    image, _ = red_discs_scene(90, 60, [(45, 30, 10)])
     result = SegR1Pipeline(FixedPolicy("I cannot see anything."), segmenter)(image)
 
     assert result.error == ERROR_UNPARSABLE and not result.ok
@@ -171,7 +149,7 @@ def test_unparsable_answer_records_error_and_empty_mask():
 
 
 def test_empty_mask_and_segmenter_failure_are_recorded_not_raised():
-    image, _ = make_scene(80, 64, [(40, 32, 12)])
+    image, _ = red_discs_scene(80, 64, [(40, 32, 12)])
     answer = "<bbox>[100,100,600,600]</bbox>"
     empty = SegR1Pipeline(FixedPolicy(answer), CountingSegmenter(mode="empty"))(image)
     assert empty.error == ERROR_EMPTY_MASK
@@ -185,7 +163,8 @@ def test_empty_mask_and_segmenter_failure_are_recorded_not_raised():
 def test_batch_of_different_sizes_one_policy_call_per_batch(grabcut):
     sizes = [(200, 120), (96, 300), (160, 160)]
     scenes = [
-        make_scene(w, h, [(w * 0.55, h * 0.45, min(w, h) * 0.25)], seed=i) for i, (w, h) in enumerate(sizes)
+        red_discs_scene(w, h, [(w * 0.55, h * 0.45, min(w, h) * 0.25)], seed=i)
+        for i, (w, h) in enumerate(sizes)
     ]
     policy = RedOraclePolicy()
     segmenter = CountingSegmenter(grabcut)
@@ -205,7 +184,7 @@ def test_batch_of_different_sizes_one_policy_call_per_batch(grabcut):
 
 
 def test_texts_are_put_in_the_instructions_and_required_for_referring():
-    image, _ = make_scene(64, 48, [(30, 20, 8)])
+    image, _ = red_discs_scene(64, 48, [(30, 20, 8)])
     policy = FixedPolicy("<bbox>[0,0,10,10]</bbox>")
     seg = CountingSegmenter(mode="empty")
     pipe = SegR1Pipeline(policy, seg, task="referring", system="be brief", temperature=0.5)
@@ -224,7 +203,7 @@ def test_texts_are_put_in_the_instructions_and_required_for_referring():
 def test_results_serialise_to_one_json_line(grabcut):
     import json
 
-    image, _ = make_scene(120, 90, [(60, 45, 20)])
+    image, _ = red_discs_scene(120, 90, [(60, 45, 20)])
     result = SegR1Pipeline(RedOraclePolicy(), grabcut, frame=256)(image)
     line = result.to_json(image="x.png")
     assert "\n" not in line
@@ -291,7 +270,7 @@ def test_integration_tiny_policy_and_grabcut():
 
     policy = load_policy(str(tiny_model_dir()), device="cpu")
     pipe = SegR1Pipeline(policy, load_segmenter("grabcut"), frame=224, max_new_tokens=24)
-    images = [make_scene(100, 70, [(50, 35, 15)])[0], make_scene(64, 96, [(30, 50, 12)])[0]]
+    images = [red_discs_scene(100, 70, [(50, 35, 15)])[0], red_discs_scene(64, 96, [(30, 50, 12)])[0]]
     results = pipe(images)
     for image, result in zip(images, results, strict=True):
         assert isinstance(result.answer, str)

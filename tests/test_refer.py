@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakedata import uncompressed_rle
 from segr1.data.benchmarks import load_benchmark
 from segr1.data.check import check_root, format_report
 from segr1.data.refer import ReferDataset, decode_segmentation
@@ -40,20 +41,6 @@ def _expected_rle_compressed() -> np.ndarray:
     m[2:10, 3:5] = True  # an L shape
     m[8:10, 3:9] = True
     return m
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's uncompressed RLE, written independently: column-major run lengths starting with a 0-run."""
-    flat = mask.flatten(order="F").astype(np.uint8)
-    counts, current, run = [], 0, 0
-    for v in flat:
-        if v == current:
-            run += 1
-        else:
-            counts.append(run)
-            current, run = v, 1
-    counts.append(run)
-    return {"counts": counts, "size": list(mask.shape)}
 
 
 def _sent(text: str, sent_id: int) -> dict:
@@ -90,7 +77,7 @@ def make_refer(
                 "id": 102,
                 "image_id": 1,
                 "category_id": 3,
-                "segmentation": _uncompressed_rle(_expected_rle_plain()),
+                "segmentation": uncompressed_rle(_expected_rle_plain()),
             },
             {
                 "id": 103,
@@ -204,12 +191,12 @@ def test_compressed_rle_mask_and_other_split(root):
 
 def test_decode_segmentation_forms():
     exp = _expected_rle_plain()
-    np.testing.assert_array_equal(decode_segmentation(_uncompressed_rle(exp), H1, W1), exp)
-    np.testing.assert_array_equal(decode_segmentation([_uncompressed_rle(exp)], H1, W1), exp)
+    np.testing.assert_array_equal(decode_segmentation(uncompressed_rle(exp), H1, W1), exp)
+    np.testing.assert_array_equal(decode_segmentation([uncompressed_rle(exp)], H1, W1), exp)
     assert not decode_segmentation([], H1, W1).any()
     assert not decode_segmentation([[1, 1, 2, 2]], H1, W1).any()  # degenerate ring: no area, not a box
     with pytest.raises(ValueError, match="size"):
-        decode_segmentation(_uncompressed_rle(exp), H1 + 1, W1)
+        decode_segmentation(uncompressed_rle(exp), H1 + 1, W1)
     with pytest.raises(ValueError):
         decode_segmentation("not a segmentation", H1, W1)
 

@@ -75,11 +75,21 @@ def red_disc_scene(
     width: int, height: int, cx: float, cy: float, r: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """A textured grey-green background with one red disc; returns (image (H, W, 3) uint8 RGB, mask (H, W) bool)."""
+    return red_discs_scene(width, height, [(cx, cy, r)], seed)
+
+
+def red_discs_scene(
+    width: int, height: int, discs: Sequence[tuple[float, float, float]], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A textured grey-green background with red discs ``(cx, cy, r)`` (pixels); returns (image (H, W, 3) uint8
+    RGB, mask (H, W) bool of the discs' union)."""
     rng = np.random.default_rng(seed)
     image = rng.integers(40, 150, size=(height, width, 3), dtype=np.uint8)
     image[..., 2] //= 2
     yy, xx = np.mgrid[:height, :width]
-    mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+    mask = np.zeros((height, width), dtype=bool)
+    for cx, cy, r in discs:
+        mask |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
     noise = rng.integers(-15, 16, size=(int(mask.sum()), 3))
     image[mask] = np.clip(np.array(RED) + noise, 0, 255).astype(np.uint8)
     return image, mask

@@ -25,24 +25,14 @@ import logging
 import sys
 from pathlib import Path
 
+from segr1.commands._common import add_model_arguments
+
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``segr1 demo`` options to ``parser``."""
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="ID|PATH",
-        help="policy: hub id (e.g. geshang/Seg-R1-7B) or local checkpoint folder (default: the embedded tiny model)",
-    )
-    parser.add_argument(
-        "--segmenter",
-        default="grabcut",
-        metavar="SPEC",
-        help="grabcut (CPU, no weights), sam2-hf:<hub id|folder>, or sam2:<config>@<checkpoint> (default: grabcut)",
-    )
-    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: each backend picks)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from segr1.commands._common import add_model_arguments
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("foreground", "referring", "reasoning")
@@ -93,18 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N samples")
         model = p.add_argument_group("model")
-        model.add_argument(
-            "--model",
-            default=None,
-            metavar="ID|PATH",
-            help="policy: hub id (e.g. geshang/Seg-R1-7B) or checkpoint folder (default: the embedded tiny policy)",
-        )
-        model.add_argument(
-            "--segmenter",
-            default="grabcut",
-            metavar="SPEC",
-            help="grabcut, sam2-hf:<hub id|folder> or sam2:<config>@<checkpoint> (default: grabcut)",
-        )
+        add_model_arguments(model)
         model.add_argument(
             "--frame",
             type=int,
@@ -118,7 +109,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         model.add_argument(
             "--batch-size", type=int, default=4, metavar="N", help="samples per policy call (default 4)"
         )
-        model.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: each backend picks)")
         out = p.add_argument_group("output")
         out.add_argument(
             "--out", type=Path, required=True, metavar="DIR", help="output folder (resumed if it exists)"

@@ -34,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segr1.commands._common import add_model_arguments
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -61,18 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--text", default=None, help="referring expression or question (needed by referring/reasoning)"
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="ID|PATH",
-        help="policy: hub id (e.g. geshang/Seg-R1-7B) or local checkpoint folder (default: the embedded tiny model)",
-    )
-    parser.add_argument(
-        "--segmenter",
-        default="grabcut",
-        metavar="SPEC",
-        help="grabcut (CPU, no weights), sam2-hf:<hub id|folder>, or sam2:<config>@<checkpoint> (default: grabcut)",
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -94,7 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
     )
-    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: each backend picks)")
 
 
 def _description(current: str | None) -> str:

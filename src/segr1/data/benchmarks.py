@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from segr1.data.folders import files_by_key
 from segr1.data.records import Sample
 
 logger = logging.getLogger(__name__)
@@ -253,19 +254,9 @@ class FolderPairing:
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     """Map stem -> file for the non-hidden files of ``folder`` with one of ``suffixes`` (preferred first)."""
-    found: dict[str, Path] = {}
     rank = {s: i for i, s in enumerate(suffixes)}
-    with os.scandir(folder) as it:
-        for entry in it:
-            name = entry.name
-            suffix = os.path.splitext(name)[1].lower()
-            if name.startswith(".") or suffix not in rank or not entry.is_file():
-                continue
-            path = Path(entry.path)
-            old = found.get(path.stem)
-            if old is None or rank[suffix] < rank[old.suffix.lower()]:
-                found[path.stem] = path
-    return found
+    groups = files_by_key(folder, suffixes)
+    return {stem: min(paths, key=lambda p: rank[p.suffix.lower()]) for stem, paths in groups.items()}
 
 
 def pair_folders(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segr1.data.io import is_image_file
+from segr1.data.io import IMAGE_EXTENSIONS
 from segr1.data.records import Sample
 
 logger = logging.getLogger(__name__)
@@ -78,20 +78,30 @@ def find_pair_dirs(root: PathLike) -> tuple[Path, Path]:
     return images, masks
 
 
-def _index_images(folder: Path, recursive: bool) -> tuple[dict[str, Path], list[list[Path]]]:
-    """Map key (stem, or relative path without extension) -> file; also the groups of clashing files."""
-    files = folder.rglob("*") if recursive else folder.iterdir()
+def files_by_key(
+    folder: PathLike, suffixes: Iterable[str], *, recursive: bool = False
+) -> dict[str, list[Path]]:
+    """Group the files of ``folder`` whose extension (any case) is in ``suffixes`` (lower case, with the dot).
+
+    The key is the file stem, or with ``recursive`` the path relative to ``folder`` without its extension
+    (``sub/a``). Hidden files and folders (name starting with ``.``, e.g. macOS ``._*``) are skipped. Keys
+    and the files of each key are sorted; a key with several files is a stem repeated with other extensions.
+    """
+    folder = Path(folder)
+    wanted = set(suffixes)
     groups: dict[str, list[Path]] = {}
-    for p in files:
-        if (
-            p.is_file()
-            and is_image_file(p)
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        ):
-            key = p.relative_to(folder).with_suffix("").as_posix()
-            groups.setdefault(key, []).append(p)
+    for p in folder.rglob("*") if recursive else folder.iterdir():
+        rel = p.relative_to(folder)
+        if p.suffix.lower() in wanted and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            groups.setdefault(rel.with_suffix("").as_posix(), []).append(p)
+    return {key: sorted(groups[key]) for key in sorted(groups)}
+
+
+def _index_images(folder: Path, recursive: bool) -> tuple[dict[str, Path], list[list[Path]]]:
+    """Map key (stem, or relative path without extension) -> image file; also the groups of clashing files."""
+    groups = files_by_key(folder, IMAGE_EXTENSIONS, recursive=recursive)
     unique = {k: v[0] for k, v in groups.items() if len(v) == 1}
-    clashes = [sorted(v) for k, v in sorted(groups.items()) if len(v) > 1]
+    clashes = [v for v in groups.values() if len(v) > 1]
     return unique, clashes
 
 

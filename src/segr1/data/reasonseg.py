@@ -22,11 +22,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
-from segr1.data.records import Sample
+from segr1.data.records import LazySamples, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _Item:
     n_queries: int
 
 
-class ReasonSegDataset(Sequence[Sample]):
+class ReasonSegDataset(LazySamples):
     """One ReasonSeg split: a :class:`Sample` per image (first query, as LISA evaluates) or per query.
 
     Samples (built on indexing; masks rasterised then) have ``image`` = the ``.jpg`` path, ``mask`` =
@@ -195,17 +195,7 @@ class ReasonSegDataset(Sequence[Sample]):
             )
         logger.info("ReasonSeg %s: %d samples from %d images", split, len(self._items), len(images) - orphans)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        item = self._items[index]
+    def _load(self, item: _Item) -> Sample:
         ann = read_annotation(item.annotation)
         queries_of(ann)  # raises on a missing/invalid text, as indexing a bad sample should
         width, height = image_size(item.image)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
-from segr1.data.records import Sample
+from segr1.data.records import LazySamples, Sample
 from segr1.data.safe_pickle import safe_load
 
 logger = logging.getLogger(__name__)
@@ -231,7 +230,7 @@ class _Item:
     category_id: int | None
 
 
-class ReferDataset(Sequence[Sample]):
+class ReferDataset(LazySamples):
     """One split of RefCOCO / RefCOCO+ / RefCOCOg: one :class:`Sample` per referring sentence.
 
     Samples (built on indexing; masks decoded then) have ``image`` = path under ``image_root``,
@@ -297,17 +296,7 @@ class ReferDataset(Sequence[Sample]):
                 )
         logger.info("%s %s: %d refs, %d sentences", name, self.split, len(refs), len(self._items))
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        item = self._items[index]
+    def _load(self, item: _Item) -> Sample:
         info = self._images[item.image_id]
         h, w = int(info["height"]), int(info["width"])
         mask = np.zeros((h, w), dtype=bool)

@@ -1,13 +1,15 @@
-"""Helpers shared by the segmenter backends: image coercion, prompt expansion, grouping, mask union.
+"""Helpers shared by the segmenter backends: image coercion, prompt expansion, grouping, device and autocast.
 
 All coordinates are in the IMAGE frame (pixels, x right, y down, boxes xyxy), as `Segmenter.segment` takes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -91,6 +93,21 @@ def empty_masks(n: int, height: int, width: int) -> list[np.ndarray]:
     return [np.zeros((height, width), dtype=bool) for _ in range(n)]
 
 
+def start_segment(
+    image: np.ndarray | Image.Image, prompts: Sequence[SegPrompt]
+) -> tuple[np.ndarray, SubPrompts, list[np.ndarray]]:
+    """What every backend's ``segment`` starts with.
+
+    Returns:
+        The image as (H, W, 3) uint8 RGB, its prompt sets expanded into sub-prompts (IMAGE frame, see
+        `expand_prompts`), and one all-False (H, W) bool mask per prompt set, for the backend to fill.
+    """
+    rgb = as_rgb_array(image)
+    h, w = rgb.shape[:2]
+    subs = expand_prompts(prompts, (w, h))
+    return rgb, subs, empty_masks(len(prompts), h, w)
+
+
 def group_indices(keys: Sequence[object]) -> dict[object, list[int]]:
     """Indices of ``keys`` grouped by equal key, groups and members in first-seen order."""
     groups: dict[object, list[int]] = {}
@@ -119,3 +136,25 @@ def parse_dtype_name(dtype: object) -> str | None:
     if name not in aliases:
         raise ValueError(f"dtype must be one of bfloat16, float16, float32 or None (auto); got {dtype!r}")
     return aliases[name]
+
+
+def torch_device_and_autocast(device: str | None, dtype: object) -> tuple[Any, Any]:
+    """(``torch.device``, autocast ``torch.dtype`` or None) for a torch backend.
+
+    ``device`` None picks CUDA when available; ``dtype`` None (see `parse_dtype_name`) means bfloat16 autocast
+    on CUDA and none (float32) elsewhere; float32 always means no autocast.
+    """
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = parse_dtype_name(dtype) or ("bfloat16" if dev.type == "cuda" else "float32")
+    return dev, (None if name == "float32" else getattr(torch, name))
+
+
+def autocast(device: Any, dtype: Any) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device`` (a ``torch.device``) with ``dtype``; a no-op context when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=dtype)

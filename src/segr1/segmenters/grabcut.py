@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from segr1.answer import SegPrompt
-from segr1.segmenters._common import as_rgb_array, empty_masks, expand_prompts
+from segr1.segmenters._common import start_segment
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +85,10 @@ class GrabCutSegmenter:
         Returns:
             One (H, W) bool mask per prompt set: the union of its per-box masks; all False for an empty prompt.
         """
-        rgb = as_rgb_array(image)
-        h, w = rgb.shape[:2]
-        subs = expand_prompts(prompts, (w, h))
-        masks = empty_masks(len(prompts), h, w)
+        rgb, subs, masks = start_segment(image, prompts)
         if not subs.items:
             return masks
+        h, w = rgb.shape[:2]
         scale = min(1.0, self.config.max_side / max(h, w))
         ww, wh = max(1, round(w * scale)), max(1, round(h * scale))
         work = rgb if (ww, wh) == (w, h) else cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA)

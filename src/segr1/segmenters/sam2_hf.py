@@ -22,7 +22,6 @@ Precision: bf16 autocast on CUDA and fp32 on CPU by default (weights stay fp32, 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -33,13 +32,7 @@ import numpy as np
 from PIL import Image
 
 from segr1.answer import SegPrompt
-from segr1.segmenters._common import (
-    as_rgb_array,
-    empty_masks,
-    expand_prompts,
-    group_indices,
-    parse_dtype_name,
-)
+from segr1.segmenters._common import autocast, group_indices, start_segment, torch_device_and_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +67,12 @@ class Sam2HFSegmenter:
         mask_threshold: float = 0.0,
         local_files_only: bool = False,
     ) -> None:
-        import torch
         from transformers import Sam2Model, Sam2Processor
 
         if max_decode_batch < 1:
             raise ValueError(f"max_decode_batch must be >= 1; got {max_decode_batch}")
         self.name = f"sam2-hf:{model}"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype_name = parse_dtype_name(dtype) or ("bfloat16" if self.device.type == "cuda" else "float32")
-        self.autocast_dtype = None if dtype_name == "float32" else getattr(torch, dtype_name)
+        self.device, self.autocast_dtype = torch_device_and_autocast(device, dtype)
         self.pad_points = pad_points
         self.max_decode_batch = max_decode_batch
         self.mask_threshold = mask_threshold
@@ -110,13 +100,6 @@ class Sam2HFSegmenter:
     def __repr__(self) -> str:
         return f"Sam2HFSegmenter({self.name!r}, device={self.device}, autocast={self.autocast_dtype})"
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def segment(self, image: np.ndarray | Image.Image, prompts: Sequence[SegPrompt]) -> list[np.ndarray]:
         """Segment ONE image with MANY prompt sets; the image is embedded once.
 
@@ -130,12 +113,11 @@ class Sam2HFSegmenter:
         """
         import torch
 
-        rgb = as_rgb_array(image)
-        h, w = rgb.shape[:2]
-        subs = expand_prompts(prompts, (w, h))
+        rgb, subs, masks = start_segment(image, prompts)
         if not subs.items:
-            return empty_masks(len(prompts), h, w)
-        with self._lock, torch.inference_mode(), self._autocast():
+            return masks
+        h, w = rgb.shape[:2]
+        with self._lock, torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             pixels = self.processor.image_processor(images=[rgb], return_tensors="pt", device=self.device)
             embeddings = self.model.get_image_embeddings(pixels["pixel_values"].to(self.device))
             union = torch.zeros((len(prompts), h, w), dtype=torch.bool, device=self.device)

@@ -15,7 +15,6 @@ on CUDA by default. The predictor holds the image state, so calls are serialised
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -26,13 +25,7 @@ import numpy as np
 from PIL import Image
 
 from segr1.answer import SegPrompt
-from segr1.segmenters._common import (
-    as_rgb_array,
-    empty_masks,
-    expand_prompts,
-    group_indices,
-    parse_dtype_name,
-)
+from segr1.segmenters._common import autocast, group_indices, start_segment, torch_device_and_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +126,11 @@ class Sam2OfficialSegmenter:
         max_decode_batch: int = 64,
         mask_threshold: float = 0.0,
     ) -> None:
-        import torch
-
         if max_decode_batch < 1:
             raise ValueError(f"max_decode_batch must be >= 1; got {max_decode_batch}")
         sam2 = _import_sam2()
         self.name = f"sam2:{config}@{checkpoint}"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype_name = parse_dtype_name(dtype) or ("bfloat16" if self.device.type == "cuda" else "float32")
-        self.autocast_dtype = None if dtype_name == "float32" else getattr(torch, dtype_name)
+        self.device, self.autocast_dtype = torch_device_and_autocast(device, dtype)
         self.max_decode_batch = max_decode_batch
         model = build_sam2_model(config, checkpoint, device=str(self.device))
         self.predictor = sam2.sam2_image_predictor.SAM2ImagePredictor(model, mask_threshold=mask_threshold)
@@ -149,13 +138,6 @@ class Sam2OfficialSegmenter:
 
     def __repr__(self) -> str:
         return f"Sam2OfficialSegmenter({self.name!r}, device={self.device}, autocast={self.autocast_dtype})"
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def segment(self, image: np.ndarray | Image.Image, prompts: Sequence[SegPrompt]) -> list[np.ndarray]:
         """Segment ONE image with MANY prompt sets; the image is embedded once (``set_image``).
@@ -169,14 +151,12 @@ class Sam2OfficialSegmenter:
         """
         import torch
 
-        rgb = as_rgb_array(image)
-        h, w = rgb.shape[:2]
-        subs = expand_prompts(prompts, (w, h))
-        masks = empty_masks(len(prompts), h, w)
+        rgb, subs, masks = start_segment(image, prompts)
         if not subs.items:
             return masks
+        h, w = rgb.shape[:2]
         keys = [(s.boxes.shape[0] > 0, s.points.shape[0]) for s in subs.items]
-        with self._lock, torch.inference_mode(), self._autocast():
+        with self._lock, torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             self.predictor.set_image(rgb)
             try:
                 for (has_box, n_points), idx in group_indices(keys).items():
