@@ -278,3 +278,25 @@ def test_integration_tiny_policy_and_grabcut():
         assert result.overlay.shape == image.shape
         assert result.error in (None, ERROR_UNPARSABLE, ERROR_EMPTY_MASK)
         assert (result.error == ERROR_UNPARSABLE) == result.prompt.is_empty
+
+
+def test_system_prompt_follows_the_checkpoint_record():
+    """A policy trained without a system turn is prompted without one; others get Seg-R1's."""
+    from segr1.pipeline import SegR1Pipeline
+    from segr1.policies import recorded_system_prompt
+    from segr1.prompts import system_prompt
+
+    class Recorded:
+        name, frame = "recorded", 224
+
+        def __init__(self, metadata):
+            self.metadata = metadata
+
+    seg = object()
+    assert SegR1Pipeline(Recorded({"system_prompt": None}), seg).system is None
+    assert SegR1Pipeline(Recorded({"segr1_args": {"system_prompt": "none"}}), seg).system is None
+    assert SegR1Pipeline(Recorded({"system_prompt": "Be brief."}), seg).system == "Be brief."
+    assert SegR1Pipeline(Recorded({}), seg).system == system_prompt("foreground")
+    assert SegR1Pipeline(Recorded({"system_prompt": "default"}), seg).system == system_prompt("foreground")
+    assert SegR1Pipeline(Recorded({"system_prompt": None}), seg, system="Explicit.").system == "Explicit."
+    assert recorded_system_prompt(None) is None

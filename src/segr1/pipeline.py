@@ -123,7 +123,8 @@ class SegR1Pipeline:
         frame: side of the square model frame; None -> ``policy.frame`` when the policy records the frame
             it was trained at, else ``segr1.prompts.DEFAULT_FRAME[task]`` (768 foreground, 1024
             referring/reasoning, as the released checkpoints were trained).
-        system: system prompt passed to the policy; None -> ``segr1.prompts.system_prompt(task)`` (the
+        system: system prompt passed to the policy; None -> the one the checkpoint records in
+            ``segr1_policy.json`` (``policy.metadata``), else ``segr1.prompts.system_prompt(task)`` (the
             Seg-R1 system prompt for the box tasks, none for "prerl"); "" -> no system turn.
         max_new_tokens: generation budget per answer.
         temperature: 0 -> greedy decoding.
@@ -161,6 +162,10 @@ class SegR1Pipeline:
         self.segmenter = segmenter
         self.task = task
         self.frame = frame
+        if system is None:  # the system turn the checkpoint was trained with, when it records one
+            from segr1.policies import recorded_system_prompt
+
+            system = recorded_system_prompt(getattr(policy, "metadata", None))
         self.system = system_prompt(task) if system is None else (system or None)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature

@@ -181,3 +181,22 @@ __all__ = [
     "shipped_policy_available",
     "write_policy_metadata",
 ]
+
+
+def recorded_system_prompt(metadata: dict[str, Any] | None) -> str | None:
+    """The system turn a checkpoint was trained with, read from its ``segr1_policy.json`` content.
+
+    Returns ``""`` for "no system turn" (recorded as ``null``/``"none"``), ``None`` when nothing is recorded or
+    the recorded value is ``"default"`` (the task's Seg-R1 system prompt), else the recorded text. ``segr1
+    train`` records it at the top level or under ``segr1_args``.
+    """
+    metadata = metadata or {}
+    if "system_prompt" in metadata:
+        value = metadata["system_prompt"]
+    elif "system_prompt" in (metadata.get("segr1_args") or {}):
+        value = metadata["segr1_args"]["system_prompt"]
+    else:
+        return None
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return ""
+    return None if value == "default" else str(value)
