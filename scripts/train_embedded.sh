@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Reproduce the embedded tiny Seg-R1 policy shipped in src/segr1/assets/tiny-policy, with segr1's own commands:
+#
+#   1. segr1 data synth   -> training scenes (salient + camouflaged, seed 100) under $RUN/data
+#   2. segr1 train sft    --config recipes/tiny/embedded_sft.yaml   -> $RUN/sft   (format + coarse localisation)
+#   3. segr1 train grpo   --config recipes/tiny/embedded_grpo.yaml  -> $RUN/grpo  (GrabCut mask reward + format)
+#   4. copy the GRPO checkpoint (weights, tokenizer, processor) into src/segr1/assets/tiny-policy with a
+#      segr1_policy.json {"frame": 224, "trained": true, "recipe": ..., "date": ..., "seeds": ...}
+#
+# Usage: scripts/train_embedded.sh [--no-ship]      (from anywhere; runs in the repository root)
+# Environment: RUN (default runs/embedded) -- where data, checkpoints and logs go; the recipes expect the
+# default, so pass --output_dir/--train_data overrides through SFT_ARGS / GRPO_ARGS if you change it.
+# SFT_ARGS / GRPO_ARGS: extra `--key value` overrides for the two stages. Budget: <= 30 min on 2 CPU cores.
+# The measurement (held-out test sets, table, curves) is scripts/synthetic_results.py; see docs/results.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/embedded}
+SHIP=1
+[[ "${1:-}" == "--no-ship" ]] && SHIP=0
+TRAIN_SEED=100          # scene seed of the training sets (the held-out test sets use seed 5000)
+N_TRAIN=2000            # scenes per family
+SFT_RECIPE=recipes/tiny/embedded_sft.yaml
+GRPO_RECIPE=recipes/tiny/embedded_grpo.yaml
+ASSET=src/segr1/assets/tiny-policy
+
+mkdir -p "$RUN"
+T0=$(date +%s)
+stamp() { echo "[train_embedded] $(date -u +%H:%M:%S) (+$(( $(date +%s) - T0 ))s) $*"; }
+
+stamp "1/4 synthetic training scenes -> $RUN/data"
+for kind in salient camouflaged; do
+  if [[ ! -f "$RUN/data/$kind-train/manifest.jsonl" ]]; then
+    segr1 data synth --kind "$kind" --n "$N_TRAIN" --seed "$TRAIN_SEED" --min-size 160 --max-size 320 \
+      --out "$RUN/data/$kind-train" --no-progress
+  fi
+done
+
+stamp "2/4 SFT warm-up ($SFT_RECIPE)"
+rm -rf "$RUN/sft"
+# shellcheck disable=SC2086
+segr1 train sft --config "$SFT_RECIPE" ${SFT_ARGS:-} 2>&1 | tee "$RUN/sft.log" | grep -E "INFO segr1|Error|error" || true
+[[ -f "$RUN/sft/model.safetensors" ]] || { echo "SFT produced no model; see $RUN/sft.log" >&2; exit 1; }
+
+stamp "3/4 GRPO ($GRPO_RECIPE)"
+rm -rf "$RUN/grpo"
+# shellcheck disable=SC2086
+segr1 train grpo --config "$GRPO_RECIPE" ${GRPO_ARGS:-} 2>&1 | tee "$RUN/grpo.log" | grep -E "INFO segr1|Error|error" || true
+[[ -f "$RUN/grpo/model.safetensors" ]] || { echo "GRPO produced no model; see $RUN/grpo.log" >&2; exit 1; }
+TRAIN_S=$(( $(date +%s) - T0 ))
+stamp "training done in ${TRAIN_S}s"
+
+if [[ $SHIP == 0 ]]; then
+  stamp "4/4 skipped (--no-ship); policy in $RUN/grpo"
+  exit 0
+fi
+stamp "4/4 shipping $RUN/grpo -> $ASSET"
+rm -rf "$ASSET"
+mkdir -p "$ASSET"
+# The checkpoint's own files (config, fp32 safetensors, tokenizer, processor, chat template); not the
+# trainer state (training_args.bin, checkpoint-*/), the log or the stage's segr1_policy.json.
+for f in "$RUN"/grpo/*; do
+  case "$(basename "$f")" in
+    training_args.bin|log.jsonl|segr1_policy.json|README.md|checkpoint-*) ;;
+    *) [[ -f "$f" ]] && cp "$f" "$ASSET/" ;;
+  esac
+done
+python - "$ASSET" "$RUN" "$SFT_RECIPE" "$GRPO_RECIPE" "$TRAIN_SEED" "$N_TRAIN" "$TRAIN_S" <<'PY'
+import datetime, json, sys
+from pathlib import Path
+
+from segr1.policies import read_policy_metadata, write_policy_metadata
+
+asset, run, sft_recipe, grpo_recipe, train_seed, n_train, seconds = sys.argv[1:]
+grpo = read_policy_metadata(Path(run) / "grpo")
+args = grpo.get("segr1_args", {})
+meta = {
+    "format": "segr1-policy",
+    "frame": int(grpo.get("frame", 224)),
+    "trained": True,
+    "task": "foreground",
+    "system_prompt": args.get("system_prompt"),
+    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame): SFT warm-up then "
+    "GRPO with the GrabCut mask reward, on synthetic salient + camouflaged scenes. A demo of the method, "
+    "not a model for real photographs.",
+    "recipe": {"sft": sft_recipe, "grpo": grpo_recipe, "script": "scripts/train_embedded.sh"},
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    "seeds": {"train_scenes": int(train_seed), "test_scenes": 5000, "sft": 0, "grpo": 0},
+    "train_scenes_per_family": int(n_train),
+    "train_seconds": int(seconds),
+}
+write_policy_metadata(asset, meta)
+print(json.dumps(meta, indent=2))
+PY
+chmod 644 "$ASSET"/*
+du -sh "$ASSET"
+stamp "done"
