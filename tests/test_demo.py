@@ -556,3 +556,16 @@ def test_load_pipelines_with_the_embedded_default_policy(tmp_path):
     r = handle_request(pipes, path, "reasoning", "what is red?", DemoLimits(), tmp_path)
     assert r.overlay.shape == (64, 96, 3) and r.mask_path.is_file()
     assert r.status.startswith(("ok", "no mask"))
+
+
+def test_demo_pipelines_use_the_system_turn_the_policy_records():
+    from segr1.app.demo import make_pipelines
+
+    class Recorded:
+        name, frame, metadata = "recorded", 224, {"system_prompt": None}
+
+        def generate(self, *args, **kwargs):  # pragma: no cover - not called
+            raise AssertionError
+
+    pipelines = make_pipelines(Recorded(), object())
+    assert all(p.system is None for p in pipelines.values())

@@ -48,6 +48,7 @@ class LockedPolicy:
         self.policy = policy
         self.name: str = getattr(policy, "name", type(policy).__name__)
         self.frame: int | None = getattr(policy, "frame", None)
+        self.metadata: dict[str, Any] = getattr(policy, "metadata", None) or {}  # e.g. the recorded system turn
         self._lock = threading.Lock()
 
     def generate(
