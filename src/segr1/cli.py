@@ -14,7 +14,10 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "segment": ("segr1.commands.segment", "segment images with a policy + segmenter; write masks and overlays"),
+    "segment": (
+        "segr1.commands.segment",
+        "segment images with a policy + segmenter; write masks and overlays",
+    ),
     "metrics": ("segr1.commands.metrics", "score folders of prediction maps against ground-truth masks"),
     "eval": ("segr1.commands.eval", "evaluate a policy on foreground, referring or reasoning benchmarks"),
     "train": ("segr1.commands.train", "train a policy: SFT warm-up or GRPO with mask rewards"),

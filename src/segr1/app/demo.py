@@ -48,7 +48,8 @@ class LockedPolicy:
         self.policy = policy
         self.name: str = getattr(policy, "name", type(policy).__name__)
         self.frame: int | None = getattr(policy, "frame", None)
-        self.metadata: dict[str, Any] = getattr(policy, "metadata", None) or {}  # e.g. the recorded system turn
+        # e.g. the system turn the checkpoint records
+        self.metadata: dict[str, Any] = getattr(policy, "metadata", None) or {}
         self._lock = threading.Lock()
 
     def generate(

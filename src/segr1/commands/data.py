@@ -82,7 +82,9 @@ def _run_check(args: argparse.Namespace) -> int:
         return 2
     args.root = args.root_opt or args.root_pos
     if args.root is None:
-        print("segr1 data check: give the data root, e.g. `segr1 data check --root datasets`", file=sys.stderr)
+        print(
+            "segr1 data check: give the data root, e.g. `segr1 data check --root datasets`", file=sys.stderr
+        )
         return 2
     if not Path(args.root).is_dir():
         print(f"segr1 data check: not a folder: {args.root!r}", file=sys.stderr)

@@ -133,7 +133,10 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
         if sharded or getattr(training_args, "fsdp", None):
             logger.warning("compile_generation under ZeRO-3 / FSDP is untested; prefer DDP or ZeRO-2")
         enable_compiled_decoding(trainer.generation_config, max_cache_len=script_args.generation_cache_len)
-        logger.info("GRPO rollouts: static cache + compiled decoding (cache length %s)", script_args.generation_cache_len)
+        logger.info(
+            "GRPO rollouts: static cache + compiled decoding (cache length %s)",
+            script_args.generation_cache_len,
+        )
     trainer.segr1_frame = frame
     trainer.segr1_model = model
     return trainer
