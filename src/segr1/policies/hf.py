@@ -35,6 +35,25 @@ logger = logging.getLogger(__name__)
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_NUM_SAMPLES = 1024
 
+
+def check_generate_args(
+    images: Sequence[Any],
+    instructions: Sequence[str],
+    num_samples: int,
+    temperature: float,
+    max_new_tokens: int,
+) -> None:
+    """Validate ``Policy.generate`` arguments (shared by the backends); ValueError names the bad value."""
+    if len(images) != len(instructions):
+        raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise ValueError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
+    if not temperature >= 0.0:  # also rejects NaN
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+
+
 _DTYPES = {
     "bf16": "bfloat16",
     "bfloat16": "bfloat16",
@@ -259,14 +278,7 @@ class HFPolicy:
         removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
         ``temperature > 0`` samples with ``top_p``/``top_k``.
         """
-        if len(images) != len(instructions):
-            raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
-        if not 1 <= num_samples <= MAX_NUM_SAMPLES:
-            raise ValueError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
-        if not temperature >= 0.0:  # also rejects NaN
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+        check_generate_args(images, instructions, num_samples, temperature, max_new_tokens)
         rgb = [_as_rgb(image, i) for i, image in enumerate(images)]
         step = self.max_batch_size or max(len(rgb), 1)
         results: list[list[str]] = []

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from segr1.policies import read_policy_metadata
-from segr1.policies.hf import MAX_NEW_TOKENS_LIMIT, MAX_NUM_SAMPLES, _as_rgb
+from segr1.policies.hf import _as_rgb, check_generate_args
 from segr1.prompts import build_messages
 
 logger = logging.getLogger(__name__)
@@ -82,14 +82,7 @@ class VLLMPolicy:
         """Same contract as :meth:`segr1.policies.hf.HFPolicy.generate`."""
         from vllm import SamplingParams
 
-        if len(images) != len(instructions):
-            raise ValueError(f"got {len(images)} images but {len(instructions)} instructions")
-        if not 1 <= num_samples <= MAX_NUM_SAMPLES:
-            raise ValueError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}")
-        if not temperature >= 0.0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {max_new_tokens}")
+        check_generate_args(images, instructions, num_samples, temperature, max_new_tokens)
         sample = temperature > 0.0
         params = SamplingParams(
             n=num_samples if sample else 1,
