@@ -86,6 +86,16 @@ def test_tiny_size_overrides_are_validated(tmp_path):
         build_tiny_qwen25vl(tmp_path / "b", hidden=64)
 
 
+def test_tiny_rope_theta_override_reaches_the_config(tmp_path):
+    import json
+
+    out = build_tiny_qwen25vl(tmp_path / "t10", rope_theta=10.0)
+    rope = json.loads((out / "config.json").read_text())["text_config"]["rope_parameters"]
+    assert rope["rope_theta"] == 10.0 and sum(rope["mrope_section"]) * 2 == 128 // 4
+    default = json.loads((tiny_model_dir() / "config.json").read_text())["text_config"]["rope_parameters"]
+    assert default["rope_theta"] == 1_000_000.0
+
+
 def test_tiny_model_dir_concurrent_builds_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGR1_CACHE", str(tmp_path))
     results: list[Path] = []
