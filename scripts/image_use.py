@@ -1,0 +1,176 @@
+"""Does a policy look at the image? Two checks on held-out scenes, for any hf-backend checkpoint.
+
+1. **Shuffled-image loss.** The teacher-forced loss (mean cross-entropy per answer token) of each scene's SFT
+   target (`segr1.data.trl.sft_target`: GT box + foreground points, the think text given by ``--think``) when
+   the policy sees the scene's own image, and when it sees another scene's image (a cyclic shift of the
+   batch). A policy that uses the image has a lower loss on its own image; ``gain`` is the difference
+   (shuffled - own). A gain near 0 means the answer does not depend on the image.
+2. **Greedy boxes.** The box of the greedy answer, mapped to the image frame, against the GT box (box IoU),
+   the number of distinct boxes it writes (in the model frame), and the same box IoU for a fixed box inset by
+   3% of each side (the image-independent reference of scripts/synthetic_results.py).
+
+The prompt (system turn, instruction, model frame) is the one `segr1.pipeline.SegR1Pipeline` builds for the
+checkpoint, so the numbers describe the policy as `segr1 segment` runs it.
+
+  python scripts/image_use.py --test salient=runs/embedded/data/salient-test \\
+      --test camouflaged=runs/embedded/data/camouflaged-test \\
+      --policy "SFT only=runs/embedded/sft" --policy "SFT + GRPO=src/segr1/assets/tiny-policy" --n 128
+
+Prints one JSON object per (policy, family) line and a markdown table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FIXED_MARGIN = 0.03
+
+
+def box_iou(a, b) -> float:
+    """IoU of two xyxy boxes (0 when either is missing or empty)."""
+    if a is None or b is None:
+        return 0.0
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class _NoSegmenter:
+    """Empty masks: only the policy's answers are measured here."""
+
+    def segment(self, image, prompts):
+        return [np.zeros(np.asarray(image).shape[:2], dtype=bool) for _ in prompts]
+
+
+def _pipeline(folder: str, batch_size: int):
+    from segr1.pipeline import SegR1Pipeline
+    from segr1.policies import load_policy
+
+    policy = load_policy(folder, device="cpu")
+    if not hasattr(policy, "model") or not hasattr(policy, "processor"):
+        raise SystemExit(f"{folder}: the shuffled-image loss needs an hf-backend policy")
+    return SegR1Pipeline(policy, _NoSegmenter(), task="foreground", max_new_tokens=64, batch_size=batch_size)
+
+
+def shuffled_loss(pipe, images, masks, think: str, batch: int) -> dict[str, float]:
+    """Mean per-token answer loss with the own image and with another scene's image."""
+    import torch
+    from PIL import Image
+
+    from segr1.data.trl import sft_target
+    from segr1.geometry import resize_to_frame
+    from segr1.prompts import build_instruction, build_messages
+
+    policy, frame = pipe.policy, pipe.frame
+    model, processor = policy.model, policy.processor
+    instruction = build_instruction("foreground", None, frame=frame)
+    frames = [resize_to_frame(Image.fromarray(im), frame) for im in images]
+    targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=think) for i, m in enumerate(masks)]
+    prompt_text = processor.apply_chat_template(
+        build_messages(frames[0], instruction, pipe.system), add_generation_prompt=True, tokenize=False
+    )
+    end = processor.tokenizer.eos_token or ""
+
+    def mean_loss(shown: list) -> float:
+        per_scene = []
+        for s in range(0, len(shown), batch):
+            ims, tgs = shown[s : s + batch], targets[s : s + batch]
+            prompt_len = len(processor(text=[prompt_text], images=[ims[0]])["input_ids"][0])
+            enc = processor(
+                text=[prompt_text + t + end for t in tgs], images=ims, padding=True, return_tensors="pt"
+            )
+            labels = enc["input_ids"].clone()
+            labels[:, :prompt_len] = -100
+            labels[enc["attention_mask"] == 0] = -100
+            with torch.no_grad():
+                logits = model(**enc).logits[:, :-1].float()
+            ce = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+            )
+            per_scene += (ce.sum(1) / (labels[:, 1:] != -100).sum(1)).tolist()
+        return float(np.mean(per_scene))
+
+    side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "right"  # the prompt mask below assumes the prompt starts each row
+    try:
+        own = mean_loss(frames)
+        shifted = mean_loss(frames[1:] + frames[:1])
+    finally:
+        processor.tokenizer.padding_side = side
+    return {"loss_own_image": own, "loss_shuffled_image": shifted, "gain": shifted - own}
+
+
+def greedy_boxes(pipe, images, masks) -> dict[str, float]:
+    from segr1.geometry import mask_to_box
+
+    results = pipe(list(images))
+    ious, fixed, boxes = [], [], set()
+    for res, gt in zip(results, masks, strict=True):
+        h, w = gt.shape
+        g = mask_to_box(gt)
+        b = res.prompt.boxes[0] if len(res.prompt.boxes) else None
+        ious.append(box_iou(b, g))
+        m = FIXED_MARGIN
+        fixed.append(box_iou([m * w, m * h, (1 - m) * w, (1 - m) * h], g))
+        if len(res.prompt_model_frame.boxes):
+            boxes.add(tuple(int(v) for v in res.prompt_model_frame.boxes[0]))
+    return {
+        "box_iou": float(np.mean(ious)),
+        "fixed_box_iou": float(np.mean(fixed)),
+        "distinct_boxes": len(boxes),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", action="append", required=True, help="NAME=FOLDER (repeatable)")
+    ap.add_argument("--test", action="append", required=True, help="FAMILY=FOLDER with images/ and masks/")
+    ap.add_argument("--n", type=int, default=128, help="scenes per family (first N by name)")
+    ap.add_argument("--think", default="object", help="think text of the teacher-forced targets")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+
+    from segr1.data.io import read_image, read_mask
+
+    families = {}
+    for spec in args.test:
+        name, _, folder = spec.partition("=")
+        files = sorted((Path(folder) / "images").glob("*.png"))[: args.n]
+        if not files:
+            raise SystemExit(f"--test {spec}: no images under {folder}/images")
+        families[name] = (
+            [read_image(f) for f in files],
+            [read_mask(Path(folder) / "masks" / f.name) for f in files],
+        )
+    rows = []
+    for spec in args.policy:
+        label, _, folder = spec.partition("=")
+        pipe = _pipeline(folder, args.batch_size)
+        for fam, (images, masks) in families.items():
+            row = {"policy": label, "family": fam, "n": len(images)}
+            row.update(shuffled_loss(pipe, images, masks, args.think, args.batch_size))
+            row.update(greedy_boxes(pipe, images, masks))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print()
+    print(
+        "| policy | family | loss, own image | loss, shuffled image | gain | greedy box IoU | fixed box IoU | distinct boxes |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['policy']} | {r['family']} | {r['loss_own_image']:.4f} | {r['loss_shuffled_image']:.4f} | "
+            f"{r['gain']:+.4f} | {r['box_iou']:.3f} | {r['fixed_box_iou']:.3f} | {r['distinct_boxes']} / {r['n']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""scripts/image_use.py: the shuffled-image loss and greedy-box checks of whether a policy uses the image."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def image_use():
+    spec = importlib.util.spec_from_file_location("image_use", ROOT / "scripts" / "image_use.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["image_use"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from segr1.data.synthetic import write_scenes
+
+    out = tmp_path_factory.mktemp("scenes") / "salient"
+    write_scenes("salient", 4, out, seed=3, min_size=160, max_size=200, progress=False)
+    return out
+
+
+def test_box_iou(image_use):
+    assert image_use.box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert image_use.box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert image_use.box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+    assert image_use.box_iou(None, [0, 0, 1, 1]) == 0.0
+    assert image_use.box_iou([3, 3, 3, 3], [3, 3, 3, 3]) == 0.0
+
+
+def test_reports_every_policy_and_family(image_use, scenes, capsys):
+    from segr1.policies.tiny import tiny_model_dir
+
+    rc = image_use.main(["--policy", f"tiny={tiny_model_dir()}", "--test", f"salient={scenes}", "--n", "4"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    row = lines[0]
+    assert row["policy"] == "tiny" and row["family"] == "salient" and row["n"] == 4
+    for key in ("loss_own_image", "loss_shuffled_image", "box_iou", "fixed_box_iou"):
+        assert math.isfinite(row[key])
+    assert row["gain"] == pytest.approx(row["loss_shuffled_image"] - row["loss_own_image"])
+    assert 0.0 < row["fixed_box_iou"] <= 1.0
