@@ -245,3 +245,13 @@ def test_cli_check_without_check_module_gives_a_clear_message(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "segr1.data.check", None)  # import fails as if the module were absent
     assert main(["data", "check", str(tmp_path)]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def test_silhouette_is_a_light_flat_object_on_a_dark_flat_background():
+    for i in range(6):
+        s = scene_at("silhouette", 2, i, min_size=160, max_size=320)
+        fg, bg = s.image[s.mask].astype(float), s.image[~s.mask].astype(float)
+        assert fg.mean() > 170 and bg.mean() < 85, (fg.mean(), bg.mean())
+        assert fg.std() < 15 and bg.std() < 15  # flat: grain, noise and a soft illumination ramp only
+        assert s.meta["fg_texture"] == s.meta["bg_texture"] == "flat"
+        assert s.meta["box"] == _box_of(s.mask)

@@ -18,7 +18,12 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("salient", "camouflaged", "referring")  # mirrors segr1.data.synthetic.KINDS (not imported: heavy)
+KINDS = (
+    "salient",
+    "camouflaged",
+    "referring",
+    "silhouette",
+)  # mirrors segr1.data.synthetic.KINDS (not imported: heavy)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,10 @@ foreground if and only if it was painted by the (target) object.
 - ``salient``: one object whose mean colour is far (RGB distance >= 140) from the background's.
 - ``camouflaged``: one object painted with the background's texture family, with a small colour shift
   (distance 15-40) and a different phase/period/orientation: hard, but the boundary is visible.
+- ``silhouette``: the salient family's shapes, sizes and positions as a light, flat object on a dark, flat
+  background. Finding the object needs no comparison of colours (it is the bright region), only where it
+  is: a curriculum family that lets a model trained from scratch learn to localise before it meets the
+  other families (the embedded policy's SFT mixes it in; see docs/results.md).
 - ``referring``: 2-4 non-overlapping objects of named shapes and colours on a muted background; the text
   names exactly one of them ("the blue star on the left", "the large red circle", "the triangle"); the
   mask is that object only.
@@ -35,8 +39,8 @@ from segr1.data.records import Sample
 
 logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("salient", "camouflaged", "referring")
-_KIND_CODE = {"salient": 11, "camouflaged": 23, "referring": 37}
+KINDS: tuple[str, ...] = ("salient", "camouflaged", "referring", "silhouette")
+_KIND_CODE = {"salient": 11, "camouflaged": 23, "referring": 37, "silhouette": 41}
 FG_SHAPES: tuple[str, ...] = ("ellipse", "polygon", "star", "blob", "rectangle", "cross", "ring")
 _FG_SHAPE_P = np.array([0.2, 0.18, 0.14, 0.24, 0.12, 0.06, 0.06])
 TEXTURES: tuple[str, ...] = ("flat", "noise", "stripes", "gradient", "checker")
@@ -176,7 +180,7 @@ def generate_scene(
     """Draw one scene of family ``kind`` from ``rng`` (a Generator, or an int seed).
 
     Args:
-        kind: ``"salient"``, ``"camouflaged"`` or ``"referring"``.
+        kind: ``"salient"``, ``"camouflaged"``, ``"referring"`` or ``"silhouette"``.
         rng: random source; an int is turned into ``np.random.default_rng(rng)``.
         size: image size ``(W, H)`` in pixels or an int for a square; None draws it in [min_size, max_size].
         min_size, max_size: bounds on each side when ``size`` is None (8 <= min_size <= max_size).
@@ -188,7 +192,9 @@ def generate_scene(
     if kind == "referring":
         scene = _referring_scene(rng, w, h)
     else:
-        scene = _foreground_scene(rng, w, h, camouflaged=kind == "camouflaged")
+        scene = _foreground_scene(
+            rng, w, h, camouflaged=kind == "camouflaged", silhouette=kind == "silhouette"
+        )
     scene.meta = {"kind": kind, "size": [w, h], **scene.meta}
     return scene
 
@@ -370,8 +376,13 @@ def _box(mask: np.ndarray) -> list[int]:
 # ---------------------------------------------------------------------------------------------- families
 
 
-def _foreground_scene(rng: np.random.Generator, w: int, h: int, *, camouflaged: bool) -> Scene:
-    """One object on a background; exact mask; meta records shape, textures and colour distance."""
+def _foreground_scene(
+    rng: np.random.Generator, w: int, h: int, *, camouflaged: bool, silhouette: bool = False
+) -> Scene:
+    """One object on a background; exact mask; meta records shape, textures and colour distance.
+
+    ``silhouette``: draw the object as in a salient scene, then paint it as one light grey level on one dark
+    grey level (no textures)."""
     bg0 = _random_colour(rng)
     bg = _texture_spec(rng, bg0, np.clip(bg0 + rng.normal(0, 35, 3), 0, 255))
     if camouflaged:
@@ -404,6 +415,10 @@ def _foreground_scene(rng: np.random.Generator, w: int, h: int, *, camouflaged: 
     else:  # very small images: fall back to a large ellipse
         shape, r = "ellipse", half - 2
         mask = _rasterise((_ellipse(1.0, 0.7), None), w / 2, h / 2, r, h, w)
+    if silhouette:
+        light, dark = rng.uniform(190, 250), rng.uniform(5, 65)
+        fg = dict(fg, family="flat", c0=np.full(3, light), c1=np.full(3, light))
+        bg = dict(bg, family="flat", c0=np.full(3, dark), c1=np.full(3, dark))
     img = np.where(mask[:, :, None], _render_texture(fg, h, w, rng), _render_texture(bg, h, w, rng))
     meta = {
         "shape": shape,

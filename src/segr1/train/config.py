@@ -14,7 +14,7 @@ transformers' options (``num_generations``, ``beta``, ``loss_type``, ``use_vllm`
   ``masks/``, ``Imgs/`` + ``GT/``, ``im/`` + ``gt/``, ...; see `segr1.data.folders.find_pair_dirs`);
 * ``{manifest: FILE.jsonl}``: one JSON object per line with ``image``, ``mask`` (paths, relative to the
   manifest's folder) and optional ``id``, ``text``, ``task``;
-* ``{synthetic: {kind: salient|camouflaged|referring, n: N, seed: S}}`` (optional ``size``/``min_size``/
+* ``{synthetic: {kind: salient|camouflaged|referring|silhouette, n: N, seed: S}}`` (optional ``size``/``min_size``/
   ``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after.
 
 On the command line a list is given as JSON: ``--train_data '[{"synthetic": {"kind": "salient", "n": 64}}]'``.
