@@ -32,7 +32,7 @@ from segr1.policies import POLICY_METADATA_FILE, write_policy_metadata
 logger = logging.getLogger(__name__)
 
 #: Bump when anything that changes the built folder changes; it keys the cache directory.
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 
 
 # Qwen2/2.5-VL special tokens, in Qwen's order; the processor and chat template need the first ones.
@@ -114,7 +114,7 @@ DEFAULT_SIZES: dict[str, Any] = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
-    "rope_theta": 1_000_000.0,
+    "rope_theta": 10.0,
     "vision_hidden_size": 64,
     "vision_intermediate_size": 128,
     "vision_depth": 2,
