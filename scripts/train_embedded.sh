@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Reproduce the embedded tiny Seg-R1 policy shipped in src/segr1/assets/tiny-policy, with segr1's own commands:
 #
-#   1. segr1 data synth   -> training scenes (salient + camouflaged, seed 100) under $RUN/data
+#   1. segr1 data synth   -> training scenes (silhouette + salient + camouflaged, seed 100) under $RUN/data
 #   2. segr1 train sft    --config recipes/tiny/embedded_sft.yaml   -> $RUN/sft   (format + coarse localisation)
 #   3. segr1 train grpo   --config recipes/tiny/embedded_grpo.yaml  -> $RUN/grpo  (GrabCut mask reward + format)
 #   4. copy the GRPO checkpoint (weights, tokenizer, processor) into src/segr1/assets/tiny-policy with a
 #      segr1_policy.json {"frame": 224, "trained": true, "recipe": ..., "date": ..., "seeds": ...}
 #
-# Usage: scripts/train_embedded.sh [--no-ship]      (from anywhere; runs in the repository root)
+# Usage: scripts/train_embedded.sh [--no-ship | --ship-only]      (from anywhere; runs in the repository root)
+#   --no-ship:   train only; the policy stays in $RUN/grpo
+#   --ship-only: skip training and ship $RUN/grpo (train_seconds = the two stages' recorded train_runtime)
 # Environment: RUN (default runs/embedded) -- where data, checkpoints and logs go; the recipes expect the
 # default, so pass --output_dir/--train_data overrides through SFT_ARGS / GRPO_ARGS if you change it.
 # SFT_ARGS / GRPO_ARGS: extra `--key value` overrides for the two stages. Budget: <= 30 min on 2 CPU cores.
@@ -17,7 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/embedded}
 SHIP=1
+ONLY_SHIP=0
 [[ "${1:-}" == "--no-ship" ]] && SHIP=0
+[[ "${1:-}" == "--ship-only" ]] && ONLY_SHIP=1
 TRAIN_SEED=100          # scene seed of the training sets (the held-out test sets use seed 5000)
 N_TRAIN=2000            # scenes per family
 SFT_RECIPE=recipes/tiny/embedded_sft.yaml
@@ -28,8 +32,12 @@ mkdir -p "$RUN"
 T0=$(date +%s)
 stamp() { echo "[train_embedded] $(date -u +%H:%M:%S) (+$(( $(date +%s) - T0 ))s) $*"; }
 
+if [[ $ONLY_SHIP == 1 ]]; then
+  [[ -f "$RUN/grpo/model.safetensors" ]] || { echo "--ship-only: no policy in $RUN/grpo" >&2; exit 1; }
+  TRAIN_S=$(python -c "import json, sys; print(int(sum(json.loads(l).get('train_runtime', 0) for f in sys.argv[1:] for l in open(f))))" "$RUN/sft/log.jsonl" "$RUN/grpo/log.jsonl")
+else
 stamp "1/4 synthetic training scenes -> $RUN/data"
-for kind in salient camouflaged; do
+for kind in silhouette salient camouflaged; do
   if [[ ! -f "$RUN/data/$kind-train/manifest.jsonl" ]]; then
     segr1 data synth --kind "$kind" --n "$N_TRAIN" --seed "$TRAIN_SEED" --min-size 160 --max-size 320 \
       --out "$RUN/data/$kind-train" --no-progress
@@ -49,6 +57,7 @@ segr1 train grpo --config "$GRPO_RECIPE" ${GRPO_ARGS:-} 2>&1 | tee "$RUN/grpo.lo
 [[ -f "$RUN/grpo/model.safetensors" ]] || { echo "GRPO produced no model; see $RUN/grpo.log" >&2; exit 1; }
 TRAIN_S=$(( $(date +%s) - T0 ))
 stamp "training done in ${TRAIN_S}s"
+fi
 
 if [[ $SHIP == 0 ]]; then
   stamp "4/4 skipped (--no-ship); policy in $RUN/grpo"
@@ -80,9 +89,9 @@ meta = {
     "trained": True,
     "task": "foreground",
     "system_prompt": args.get("system_prompt"),
-    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame): SFT warm-up then "
-    "GRPO with the GrabCut mask reward, on synthetic salient + camouflaged scenes. A demo of the method, "
-    "not a model for real photographs.",
+    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame): SFT on synthetic "
+    "silhouette + salient + camouflaged scenes, then GRPO with the GrabCut mask reward on salient + camouflaged "
+    "scenes. A demo of the method, not a model for real photographs.",
     "recipe": {"sft": sft_recipe, "grpo": grpo_recipe, "script": "scripts/train_embedded.sh"},
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     "seeds": {"train_scenes": int(train_seed), "test_scenes": 5000, "sft": 0, "grpo": 0},

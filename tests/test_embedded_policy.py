@@ -1,5 +1,6 @@
 """The trained tiny policy shipped in segr1/assets/tiny-policy: it loads as the default, answers in the Seg-R1
-format and segments held-out synthetic scenes better than the whole-image-box reference.
+format, puts its box where the object is and segments held-out synthetic scenes better than the whole-image-box
+reference.
 
 Held-out scenes: seed 5000 (the training scenes use seed 100; see scripts/train_embedded.sh). Skipped when no
 trained policy is shipped (e.g. in a checkout that has not run the training yet).
@@ -94,3 +95,28 @@ def test_beats_whole_image_box(scenes, results):
         ref_s.append(s_measure(ref, scene.mask))
     assert np.mean(policy_iou) > np.mean(ref_iou) + 0.1, (policy_iou, ref_iou)
     assert np.mean(policy_s) > np.mean(ref_s) + 0.1, (policy_s, ref_s)
+
+
+def test_boxes_follow_the_object(scenes, results):
+    """The answer depends on the image: the boxes differ between scenes and fit each object's box better than
+    one fixed box inset by 3% (the best image-independent prompt on these scenes)."""
+    from segr1.geometry import mask_to_box
+
+    def box_iou(a, b) -> float:
+        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+        return ix * iy / union if union > 0 else 0.0
+
+    policy, fixed, boxes = [], [], set()
+    for scene, result in zip(scenes, results, strict=True):
+        h, w = scene.mask.shape
+        gt = mask_to_box(scene.mask)
+        box = result.prompt.boxes[0] if len(result.prompt.boxes) else None
+        policy.append(0.0 if box is None else box_iou(box, gt))
+        fixed.append(box_iou([0.03 * w, 0.03 * h, 0.97 * w, 0.97 * h], gt))
+        boxes.add(tuple(result.prompt_model_frame.boxes[0].tolist()) if box is not None else None)
+    assert len(boxes) >= len(scenes) - 2, boxes
+    # GRPO makes the boxes generous (GrabCut wants margin), so they are not tight; an image-independent
+    # box would match the fixed box's IoU on average, a box placed per image beats it (0.23 vs 0.14 here)
+    assert np.mean(policy) > np.mean(fixed) + 0.05, (policy, fixed)
