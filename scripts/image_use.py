@@ -31,17 +31,6 @@ import numpy as np
 FIXED_MARGIN = 0.03
 
 
-def box_iou(a, b) -> float:
-    """IoU of two xyxy boxes (0 when either is missing or empty)."""
-    if a is None or b is None:
-        return 0.0
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 class _NoSegmenter:
     """Empty masks: only the policy's answers are measured here."""
 
@@ -108,7 +97,7 @@ def shuffled_loss(pipe, images, masks, think: str, batch: int) -> dict[str, floa
 
 
 def greedy_boxes(pipe, images, masks) -> dict[str, float]:
-    from segr1.geometry import mask_to_box
+    from segr1.geometry import box_iou, mask_to_box
 
     results = pipe(list(images))
     ious, fixed, boxes = [], [], set()

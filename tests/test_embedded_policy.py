@@ -100,13 +100,7 @@ def test_beats_whole_image_box(scenes, results):
 def test_boxes_follow_the_object(scenes, results):
     """The answer depends on the image: the boxes differ between scenes and fit each object's box better than
     one fixed box inset by 3% (the best image-independent prompt on these scenes)."""
-    from segr1.geometry import mask_to_box
-
-    def box_iou(a, b) -> float:
-        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-        return ix * iy / union if union > 0 else 0.0
+    from segr1.geometry import box_iou, mask_to_box
 
     policy, fixed, boxes = [], [], set()
     for scene, result in zip(scenes, results, strict=True):

@@ -261,3 +261,14 @@ def test_sampled_points_make_a_valid_prompt():
     p = SegPrompt(boxes=mask_to_box(m), points=pts, labels=labels)
     (sub,) = split_by_box(p)
     assert sub.points.shape[0] >= 3  # all positives lie inside the tight box
+
+
+def test_box_iou():
+    from segr1.geometry import box_iou
+
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+    assert box_iou(np.array([0.0, 0, 4, 4]), np.array([2.0, 2, 6, 6])) == pytest.approx(4 / 28)
+    assert box_iou(None, [0, 0, 1, 1]) == 0.0
+    assert box_iou([3, 3, 3, 3], [3, 3, 3, 3]) == 0.0

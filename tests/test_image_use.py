@@ -31,14 +31,6 @@ def scenes(tmp_path_factory):
     return out
 
 
-def test_box_iou(image_use):
-    assert image_use.box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
-    assert image_use.box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
-    assert image_use.box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
-    assert image_use.box_iou(None, [0, 0, 1, 1]) == 0.0
-    assert image_use.box_iou([3, 3, 3, 3], [3, 3, 3, 3]) == 0.0
-
-
 def test_reports_every_policy_and_family(image_use, scenes, capsys):
     from segr1.policies.tiny import tiny_model_dir
 

@@ -160,6 +160,20 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two ``[x1, y1, x2, y2]`` boxes (continuous coordinates).
+
+    0.0 when either box is None or the union is empty (both boxes degenerate).
+    """
+    if a is None or b is None:
+        return 0.0
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def _pick(coords: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """n rows of coords (without replacement when there are enough, else all of them)."""
     if n <= 0 or coords.shape[0] == 0:
