@@ -16,6 +16,14 @@ Columns: seconds per reward call (median), completions/s, speed-up over the prev
 over the original (``x original``), all measured in one run. A second table times the pieces: loading SAM2,
 one ``segment`` call with 1 and with G prompt sets (encoder + decoder + mask upsampling).
 
+A third table (``--no-family`` skips it) sets the RL-segmentation family's rewards beside the SAM-in-the-loop
+ones, on the same boxes and points written as Seg-Zero / VisionReasoner JSON answers: microseconds per
+completion of `SegmentationReward` with GrabCut and with the SAM2 above, SAM-R1's tiered mask IoU (SAM2), and
+the sum of Seg-Zero's and VisionReasoner's box / point / format terms (`segr1.family_rewards`, Hungarian
+matching, no segmenter) with the ground truth given as ``boxes``/``points`` columns or derived from the mask
+(PNG bytes; cold: the ground-truth cache emptied before every call). ``x vs GrabCut`` / ``x vs SAM2``: how many
+times cheaper than that segmentation reward, measured in the same run.
+
     python benchmarks/reward_throughput.py --batch 8 --group 8                 # on a GPU
     python benchmarks/reward_throughput.py --device cpu --tiny                 # CPU smoke run
 """
@@ -36,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ("scheme", "load", "encode", "dtype", "s/call", "completions/s", "x prev", "x original")
 PIECE_COLUMNS = ("piece", "dtype", "ms")
+FAMILY_COLUMNS = ("reward", "segmenter", "us/completion", "x vs GrabCut", "x vs SAM2")
 
 
 def make_batch(
@@ -137,6 +146,102 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], l
     return rows, pieces
 
 
+def family_batch(completions: Sequence[str], masks: Sequence[Any]) -> dict[str, Any]:
+    """The same prompts as JSON answers (VisionReasoner: box + first positive point; Seg-Zero: box + two
+    positive points) and the family rewards' ground-truth columns (image frame) for the masks."""
+    import io
+
+    from PIL import Image
+
+    from segr1.answer import SegPrompt, parse_answer
+    from segr1.answer_json import format_json_answer
+    from segr1.geometry import mask_to_box
+    from segr1.instances import inscribed_point
+
+    vr, sz = [], []
+    for text in completions:
+        p = parse_answer(text)
+        pos = p.points[p.labels == 1]
+        obj = SegPrompt(boxes=p.boxes[:1], points=pos, labels=[1] * len(pos))
+        vr.append(format_json_answer(obj, p.think, decimals=0))
+        sz.append(format_json_answer(obj, p.think, layout="single", decimals=0))
+    gt_of: dict[int, tuple[list, list, bytes]] = {}
+    for m in masks:
+        if id(m) not in gt_of:
+            buf = io.BytesIO()
+            Image.fromarray(m.astype(np.uint8) * 255).save(buf, format="PNG")
+            gt_of[id(m)] = ([mask_to_box(m).tolist()], [inscribed_point(m).tolist()], buf.getvalue())
+    h, w = masks[0].shape
+    return {
+        "vision-reasoner": vr,
+        "seg-zero": sz,
+        "boxes": [gt_of[id(m)][0] for m in masks],
+        "points": [gt_of[id(m)][1] for m in masks],
+        "image_size": [[w, h]] * len(masks),
+        "mask_png": [gt_of[id(m)][2] for m in masks],
+    }
+
+
+def family_costs(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
+    """The family table (see the module docstring): microseconds per completion, ratios within this run."""
+    from segr1 import family_rewards
+    from segr1.rewards import SegmentationReward
+    from segr1.segmenters import load_segmenter
+    from segr1.segmenters.sam2_hf import Sam2HFSegmenter
+    from segr1.tiered_rewards import TieredMaskIoUReward
+
+    completions, images, masks = make_batch(args.batch, args.group, args.image_size, args.frame, args.seed)
+    fam = family_batch(completions, masks)
+    n = len(completions)
+    sam2 = Sam2HFSegmenter(folder, device=args.device, dtype="float32", local_files_only=True)
+    sam2_name = "SAM2 " + ("tiny" if args.tiny else "2.1-L") + " fp32"
+    grabcut = SegmentationReward(load_segmenter("grabcut"), frame=args.frame)
+    with_sam2 = SegmentationReward(sam2, frame=args.frame)
+    tiered = TieredMaskIoUReward(sam2, frame=args.frame)
+
+    def family_sum(name: str, gt: dict[str, Any], cold: bool = False) -> Callable[[], Any]:
+        rewards = family_rewards.published_rewards(name, frame=args.frame)
+
+        def call() -> list[list[float]]:
+            family_rewards.clear_caches(ground_truth=cold)  # every step brings new completions
+            return [r(fam[name], image=images, **gt) for r in rewards]
+
+        return call
+
+    boxes = {"boxes": fam["boxes"], "points": fam["points"], "image_size": fam["image_size"]}
+    from_mask = {"mask": fam["mask_png"]}
+    cases: list[tuple[str, str, Callable[[], Any]]] = [
+        ("segmentation (0.7 IoU + 0.3 S)", "GrabCut", lambda: grabcut(completions, image=images, mask=masks)),
+        (
+            "segmentation (0.7 IoU + 0.3 S)",
+            sam2_name,
+            lambda: with_sam2(completions, image=images, mask=masks),
+        ),
+        (
+            "SAM-R1 tiered mask IoU",
+            sam2_name,
+            lambda: tiered(fam["vision-reasoner"], image=images, mask=masks),
+        ),
+        ("Seg-Zero 5 terms, boxes column", "none", family_sum("seg-zero", boxes)),
+        ("VisionReasoner 6 terms, boxes column", "none", family_sum("vision-reasoner", boxes)),
+        ("VisionReasoner 6 terms, GT from mask (cached)", "none", family_sum("vision-reasoner", from_mask)),
+        (
+            "VisionReasoner 6 terms, GT from mask (cold)",
+            "none",
+            family_sum("vision-reasoner", from_mask, True),
+        ),
+    ]
+    rows = []
+    for reward, segmenter, call in cases:
+        call()  # warm-up (and the ground-truth cache for the cached row)
+        us = S.median_time(call, args.device, args.repeats) / n * 1e6
+        rows.append({"reward": reward, "segmenter": segmenter, "us/completion": us})
+    for row in rows:
+        row["x vs GrabCut"] = rows[0]["us/completion"] / row["us/completion"]
+        row["x vs SAM2"] = rows[1]["us/completion"] / row["us/completion"]
+    return rows
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,6 +256,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed reward calls per scheme (default 3)")
     parser.add_argument(
         "--sam2-dir", type=Path, default=None, help="use this SAM2 folder instead of a random one"
+    )
+    parser.add_argument(
+        "--no-family", dest="family", action="store_false", help="skip the family-rewards table"
     )
     args = parser.parse_args(argv)
     args.batch = args.batch or (2 if args.tiny else 8)
@@ -167,6 +275,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with S.smoke_threads(args), tempfile.TemporaryDirectory(prefix="segr1-sam2-") as tmp:
         folder = args.sam2_dir or S.build_sam2_dir(shape, Path(tmp) / shape, seed=args.seed)
         rows, pieces = run(args, folder)
+        family = family_costs(args, folder) if args.family else []
     name = str(args.sam2_dir) if args.sam2_dir else S.SAM2_NAMES[shape]
     title = (
         f"Segmentation reward, {args.batch} images x {args.group} completions, "
@@ -174,6 +283,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     S.report(title, rows, COLUMNS, args.device, args.json)
     S.report("SAM2 pieces", pieces, PIECE_COLUMNS, args.device, None)
+    if family:
+        S.report(
+            f"Reward cost per completion, {args.batch} images x {args.group} completions, "
+            f"{args.image_size}x{args.image_size} images",
+            family,
+            FAMILY_COLUMNS,
+            args.device,
+            None,
+        )
+    main.family_rows = family  # type: ignore[attr-defined]
     return rows
 
 

@@ -38,6 +38,9 @@ def check_invariants(a: JsonAnswer) -> None:
     assert isinstance(a, JsonAnswer)
     v = a.validity
     assert len(a.objects) == len(a.labels) == len(v.box_ok) == len(v.point_ok) <= MAX_OBJECTS
+    k = 2 if v.layout == "single" else 1
+    assert a.boxes.shape == (len(v.box_ok), 4) and a.points.shape == (len(v.box_ok), k, 2)
+    assert np.array_equal(~np.isnan(a.boxes).any(axis=1), np.array(v.box_ok, dtype=bool).reshape(-1))
     assert v.entries >= len(a.objects)
     for obj, box_ok in zip(a.objects, v.box_ok, strict=True):
         assert isinstance(obj, SegPrompt)

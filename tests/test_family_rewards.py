@@ -302,3 +302,27 @@ def test_reward_objects_names_and_options():
     import pickle
 
     assert pickle.loads(pickle.dumps(fr.vision_reasoner_accuracy)).term == "accuracy"
+
+
+@settings(max_examples=150, deadline=None)
+@given(scene(), scene())
+def test_single_pair_fast_path_agrees_with_the_matrix_path(first, second):
+    # two scenes' first pairs, the second moved 5000 px away: the 2 x 2 matching pairs them up, so its terms
+    # are the mean of the two 1 x 1 results (the scalar fast path)
+    (pa, ga), (pb, gb) = ([first[0][0]], [first[1][0]]), ([second[0][0]], [second[1][0]])
+    far = lambda o: ([v + 5000 for v in o[0]], [v + 5000 for v in o[1]])  # noqa: E731
+    pb, gb = [far(pb[0])], [far(gb[0])]
+
+    def acc(preds, gts, family="vision-reasoner"):
+        cols = {"boxes": [[b for b, _ in gts]], "points": [[p for _, p in gts]], "image_size": [[840, 840]]}
+        text = vr(preds) if family == "vision-reasoner" else sz(preds[0][0], preds[0][1], preds[0][1])
+        fr.clear_caches()
+        return [
+            FamilyReward(t, family)([text], image=[IMG], **cols)[0] for t in ("box_iou", "box_l1", "point")
+        ]
+
+    two = acc(pa + pb, ga + gb)
+    ones = np.add(acc(pa, ga), acc(pb, gb)) / 2
+    np.testing.assert_allclose(two, ones)
+    # Seg-Zero: one predicted object against two ground-truth objects (matrix path) = half the 1 x 1 result
+    np.testing.assert_allclose(acc(pa, ga + gb, "seg-zero"), np.divide(acc(pa, ga, "seg-zero"), 2))

@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -107,26 +108,38 @@ class JsonValidity:
 class JsonAnswer:
     """A parsed JSON answer, model frame.
 
-    objects: one `SegPrompt` per entry read, aligned with ``validity.box_ok``: boxes (1, 4) when the entry's
-        box is valid else (0, 4); points (1, 2) (objects layout) or (2, 2) (single layout, ``points_1`` then
-        ``points_2``) of the valid points, all labelled 1 (foreground).
-    labels: the entries' ``"label"`` strings (None where absent), aligned with ``objects``.
+    boxes: (M, 4) float64 xyxy, one row per entry read (corners ordered), NaN where ``validity.box_ok`` is False.
+    points: (M, K, 2) float64 xy, K = 1 (objects layout: ``point_2d``) or 2 (single layout: ``points_1``,
+        ``points_2``), NaN where a point is invalid.
+    labels: the entries' ``"label"`` strings (None where absent).
     think: the reasoning text, if any.
     validity: what was well formed.
+    objects (property): one `SegPrompt` per entry with its valid box (0 or 1) and valid points, all labelled 1.
     """
 
-    objects: list[SegPrompt] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 2)))
     labels: list[str | None] = field(default_factory=list)
     think: str | None = None
     validity: JsonValidity = field(default_factory=JsonValidity)
 
+    @cached_property
+    def objects(self) -> list[SegPrompt]:
+        """One `SegPrompt` per entry read (model frame): boxes (1, 4) when the entry's box is valid else (0, 4);
+        its valid points (objects layout: up to 1; single layout: up to 2), labelled 1 (foreground)."""
+        out = []
+        for box, pts in zip(self.boxes, self.points, strict=True):
+            pts = pts[~np.isnan(pts).any(axis=1)]
+            boxes = box[None, :] if not np.isnan(box).any() else np.zeros((0, 4))
+            out.append(SegPrompt(boxes, pts, np.ones(pts.shape[0], np.int64)))
+        return out
+
     def union(self) -> SegPrompt:
         """Every valid box and point in one `SegPrompt` (model frame), for a union mask; its
         `AnswerValidity` says think / bbox / points / labels (labels are implicit: all foreground)."""
-        boxes = [o.boxes for o in self.objects if o.boxes.shape[0]]
-        points = [o.points for o in self.objects if o.points.shape[0]]
-        box_arr = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-        point_arr = np.concatenate(points) if points else np.zeros((0, 2))
+        box_arr = self.boxes[~np.isnan(self.boxes).any(axis=1)] if self.boxes.size else np.zeros((0, 4))
+        flat = self.points.reshape(-1, 2)
+        point_arr = flat[~np.isnan(flat).any(axis=1)]
         validity = AnswerValidity(
             think=self.validity.think,
             bbox=box_arr.shape[0] > 0,
@@ -198,18 +211,13 @@ def _block(text: str, open_tag: str, close_tag: str) -> str | None:
 
 
 def _coords(value: Any, n: int) -> list[float] | None:
-    """``value`` as n finite, bounded numbers, or None."""
-    if not isinstance(value, list) or len(value) != n:
+    """``value`` as n finite, bounded numbers, or None. (`_decode` turns every JSON number into a float, so
+    ints, bools and strings are told apart by type; NaN fails the range test.)"""
+    if type(value) is not list or len(value) != n or not all(type(v) is float for v in value):
         return None
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return None
-        v = float(v)
-        if not math.isfinite(v) or abs(v) > MAX_ABS_COORD:
-            return None
-        out.append(v)
-    return out
+    if not all(-MAX_ABS_COORD <= v <= MAX_ABS_COORD for v in value):
+        return None
+    return value
 
 
 def _label(entry: dict[str, Any]) -> str | None:
@@ -217,17 +225,22 @@ def _label(entry: dict[str, Any]) -> str | None:
     return value[:MAX_LABEL_CHARS] if isinstance(value, str) else None
 
 
-def _object(box: list[float] | None, points: list[list[float]]) -> SegPrompt:
-    boxes = np.zeros((0, 4))
-    if box is not None:
-        x1, y1, x2, y2 = box
-        boxes = np.array([[min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]])
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return SegPrompt(boxes, pts, np.ones(pts.shape[0], np.int64))
+_NAN2 = [math.nan, math.nan]
+_NAN4 = [math.nan] * 4
 
 
-def _read_objects(data: list[Any], errors: _Errors) -> tuple[list[SegPrompt], list[str | None], list, list]:
-    objects, labels, box_ok, point_ok = [], [], [], []
+def _ordered(box: list[float] | None) -> list[float]:
+    if box is None:
+        return _NAN4
+    x1, y1, x2, y2 = box
+    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+
+
+_Rows = tuple[list[list[float]], list[list[list[float]]], list[str | None], list[bool], list[bool]]
+
+
+def _read_objects(data: list[Any], errors: _Errors) -> _Rows:
+    boxes, points, labels, box_ok, point_ok = [], [], [], [], []
     if len(data) > MAX_OBJECTS:
         errors.add(f"more than {MAX_OBJECTS} objects; the rest ignored")
     for i, entry in enumerate(data[:MAX_OBJECTS]):
@@ -242,24 +255,22 @@ def _read_objects(data: list[Any], errors: _Errors) -> tuple[list[SegPrompt], li
             if point is None:
                 errors.add(f"object {i}: point_2d is not [x,y]")
             labels.append(_label(entry))
-        objects.append(_object(box, [] if point is None else [point]))
+        boxes.append(_ordered(box))
+        points.append([_NAN2 if point is None else point])
         box_ok.append(box is not None)
         point_ok.append(point is not None)
-    return objects, labels, box_ok, point_ok
+    return boxes, points, labels, box_ok, point_ok
 
 
-def _read_single(
-    data: dict[str, Any], errors: _Errors
-) -> tuple[list[SegPrompt], list[str | None], list, list]:
+def _read_single(data: dict[str, Any], errors: _Errors) -> _Rows:
     box = _coords(data.get("bbox"), 4)
     if box is None:
         errors.add("bbox is not [x1,y1,x2,y2]")
-    points = [
-        p for p in (_coords(data.get("points_1"), 2), _coords(data.get("points_2"), 2)) if p is not None
-    ]
-    if len(points) < 2:
+    p1, p2 = _coords(data.get("points_1"), 2), _coords(data.get("points_2"), 2)
+    if p1 is None or p2 is None:
         errors.add("points_1 and points_2 must both be [x,y]")
-    return [_object(box, points)], [_label(data)], [box is not None], [len(points) == 2]
+    pts = [_NAN2 if p is None else p for p in (p1, p2)]
+    return [_ordered(box)], [pts], [_label(data)], [box is not None], [p1 is not None and p2 is not None]
 
 
 def parse_json_answer(text: str) -> JsonAnswer:
@@ -291,8 +302,7 @@ def _parse(text: Any) -> JsonAnswer:
     else:
         v.think, think = True, think_text.strip()[:MAX_THINK_CHARS]
     content = _block(text, _ANSWER_OPEN, _ANSWER_CLOSE)
-    objects: list[SegPrompt] = []
-    labels: list[str | None] = []
+    rows: _Rows = ([], [], [], [], [])
     if content is None:
         errors.add("answer: no <answer>...</answer> block")
     else:
@@ -305,16 +315,23 @@ def _parse(text: Any) -> JsonAnswer:
             v.json = True
             if isinstance(data, list):
                 v.layout, v.entries = "objects", len(data)
-                objects, labels, box_ok, point_ok = _read_objects(data, errors)
+                rows = _read_objects(data, errors)
             elif isinstance(data, dict):
                 v.layout, v.entries = "single", 1
-                objects, labels, box_ok, point_ok = _read_single(data, errors)
+                rows = _read_single(data, errors)
             else:
                 errors.add(f"answer: expected a JSON list or object, got {type(data).__name__}")
-                box_ok = point_ok = []
-            v.box_ok, v.point_ok = tuple(box_ok), tuple(point_ok)
+            v.box_ok, v.point_ok = tuple(rows[3]), tuple(rows[4])
     v.errors = tuple(errors.items)
-    return JsonAnswer(objects=objects, labels=labels, think=think, validity=v)
+    boxes, points, labels = rows[0], rows[1], rows[2]
+    k = 2 if v.layout == "single" else 1
+    return JsonAnswer(
+        boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        points=np.array(points, dtype=np.float64).reshape(-1, k, 2),
+        labels=labels,
+        think=think,
+        validity=v,
+    )
 
 
 def _decode(content: str) -> tuple[Any, str | None]:

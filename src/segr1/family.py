@@ -93,7 +93,8 @@ class RewardSpec:
         divides by the number of entries (range [0, 2], VisionReasoner); else 1.0 when the single layout is
         complete (Seg-Zero).
     non_repeat: the family adds VisionReasoner's non-repeat reward (sentences split on '.'; two repeats -> 0).
-    max_objects: entries read, as the original truncates.
+    max_objects: predicted and ground-truth objects kept, as VisionReasoner truncates (Seg-Zero's single layout
+        has one predicted object; several ground-truth objects are matched as for VisionReasoner).
 
     Both families match predicted and ground-truth objects one-to-one with the Hungarian algorithm on the summed
     terms (cost = number of terms - sum) and divide the matched total by max(#predicted, #ground truth).
@@ -197,7 +198,6 @@ SEG_ZERO = FamilyProtocol(
         all_or_nothing=False,
         format_per_object=False,
         non_repeat=False,
-        max_objects=1,
     ),
     training={
         "framework": "EasyR1/veRL",

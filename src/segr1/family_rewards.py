@@ -33,6 +33,8 @@ connected component with ``gt_from_mask="components"``). Broken rows score 0.0 a
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -74,31 +76,22 @@ def box_iou_matrix(
 ) -> np.ndarray:
     """(M, N) IoU of boxes a (M, 4) and b (N, 4), xyxy. ``inclusive``: a box covers ``x2 - x1 + 1`` columns
     (both projects' convention). ``strict``: no intersection unless the overlap is positive in both axes
-    before the +1 (Seg-Zero's scalar IoU). 0 where the union is empty."""
+    before the +1 (Seg-Zero's scalar IoU). 0 where the union is empty; NaN boxes give NaN."""
     one = 1.0 if inclusive else 0.0
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.maximum(0.0, x2 - x1 + one) * np.maximum(0.0, y2 - y1 + one)
-    if strict:
-        inter = np.where((x1 < x2) & (y1 < y2), inter, 0.0)
-    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (M, N, 2)
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = rb - lt + one
+    keep = (rb > lt) if strict else (wh > 0)
+    inter = np.where(keep, wh, 0.0).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2] + one).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2] + one).prod(axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.divide(inter, union, out=np.where(np.isnan(union), np.nan, 0.0), where=union > 0)
 
 
 def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(M,) all of each object's points (M, K, 2) lie in its own box (M, 4), borders included."""
-    x, y = points[..., 0], points[..., 1]
-    return np.all(
-        (x >= boxes[:, None, 0])
-        & (x <= boxes[:, None, 2])
-        & (y >= boxes[:, None, 1])
-        & (y <= boxes[:, None, 3]),
-        axis=1,
-    )
+    """(M,) all of each object's points (M, K, 2) lie in its own box (M, 4), borders included (NaN: False)."""
+    return np.all((points >= boxes[:, None, :2]) & (points <= boxes[:, None, 2:]), axis=(1, 2))
 
 
 def accuracy_terms(
@@ -111,37 +104,68 @@ def accuracy_terms(
 ) -> tuple[float, float, float]:
     """(box_iou, box_l1, point) of an answer against ground truth already in the model frame: boxes (N, 4),
     points (N, K, 2). Hungarian matching on the summed hits; each term's matched hits / max(M, N). Thresholds
-    in pixels are multiplied by ``scale``. (0, 0, 0) for a broken answer or no ground truth."""
+    in pixels are multiplied by ``scale``. (0, 0, 0) for a broken answer or no ground truth. Invalid entries
+    (NaN in `JsonAnswer.boxes` / ``points``) hit nothing."""
     spec, v = protocol.reward, answer.validity
-    if not v.json or v.layout != protocol.layout or not answer.objects or gt_boxes.shape[0] == 0:
+    pb, pp = answer.boxes[: spec.max_objects], answer.points[: spec.max_objects]
+    if not v.json or v.layout != protocol.layout or pb.shape[0] == 0 or gt_boxes.shape[0] == 0:
         return 0.0, 0.0, 0.0
-    objects = answer.objects[: spec.max_objects]
-    box_ok = np.array(v.box_ok[: spec.max_objects])
-    point_ok = box_ok & np.array(v.point_ok[: spec.max_objects])
-    if spec.all_or_nothing and not point_ok.all():
+    if spec.all_or_nothing and not (
+        all(v.box_ok[: spec.max_objects]) and all(v.point_ok[: spec.max_objects])
+    ):
         return 0.0, 0.0, 0.0
-    gt_boxes, gt_points = gt_boxes[: spec.max_objects], gt_points[: spec.max_objects]
-    k = 2 if spec.point_rule == "pair" else 1
-    m, n = len(objects), gt_boxes.shape[0]
-    pb = np.array([o.boxes[0] if o.boxes.shape[0] else np.zeros(4) for o in objects])
-    pp = np.array([o.points[:k] if o.points.shape[0] >= k else np.zeros((k, 2)) for o in objects])
+    gb, gp = gt_boxes[: spec.max_objects], gt_points[: spec.max_objects]
+    m, n = pb.shape[0], gb.shape[0]
     if spec.truncate_points:
         pp = np.trunc(pp)
-    iou_hit = box_iou_matrix(pb, gt_boxes, strict=spec.iou_strict_overlap) > spec.iou_threshold
-    l1_hit = np.abs(pb[:, None, :] - gt_boxes[None, :, :]).mean(axis=2) < spec.l1_threshold * scale
-    if k == 1:
-        dist = np.linalg.norm(pp[:, None, 0, :] - gt_points[None, :, 0, :], axis=2)
-    else:
-        g = gt_points if gt_points.shape[1] >= 2 else np.repeat(gt_points, 2, axis=1)
-        d = np.linalg.norm(pp[:, None, :, None, :] - g[None, :, None, :2, :], axis=4)  # (M, N, 2, 2)
+    if m == 1 and n == 1:  # the common single-object case, in plain floats (same rules as below)
+        return _one_to_one(pb[0].tolist(), pp[0].tolist(), gb[0].tolist(), gp[0].tolist(), spec, scale)
+    iou_hit = box_iou_matrix(pb, gb, strict=spec.iou_strict_overlap) > spec.iou_threshold
+    l1_hit = np.abs(pb[:, None, :] - gb[None, :, :]).mean(axis=2) < spec.l1_threshold * scale
+    if spec.point_rule == "nearest":
+        dist = np.sqrt(((pp[:, None, 0, :] - gp[None, :, 0, :]) ** 2).sum(axis=2))
+    else:  # two predicted points against two ground-truth points, the better of the two pairings
+        g = gp if gp.shape[1] >= 2 else np.repeat(gp, 2, axis=1)
+        d = np.sqrt(((pp[:, None, :2, None, :] - g[None, :, None, :2, :]) ** 2).sum(axis=4))  # (M, N, 2, 2)
         dist = np.minimum(d[..., 0, 0] + d[..., 1, 1], d[..., 0, 1] + d[..., 1, 0]) / 2
-    point_hit = (dist < spec.point_threshold * scale) & (point_ok & _inside(pp, pb))[:, None]
-    hits = np.stack([iou_hit, l1_hit, point_hit]).astype(np.float64) * box_ok[None, :, None]
+    point_hit = (dist < spec.point_threshold * scale) & _inside(pp, pb)[:, None]
+    hits = np.stack([iou_hit, l1_hit, point_hit]).astype(np.float64)  # (3, M, N)
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(3.0 - hits.sum(axis=0))
     matched = hits[:, rows, cols].sum(axis=1) / max(m, n)
     return float(matched[0]), float(matched[1]), float(matched[2])
+
+
+def _one_to_one(
+    pb: list[float], pp: list[list[float]], gb: list[float], gp: list[list[float]], spec: Any, scale: float
+) -> tuple[float, float, float]:
+    """`accuracy_terms` for one predicted and one ground-truth object (no matching needed)."""
+    one = 1.0 if spec.iou_inclusive else 0.0
+    w, h = min(pb[2], gb[2]) - max(pb[0], gb[0]), min(pb[3], gb[3]) - max(pb[1], gb[1])
+    if spec.iou_strict_overlap:
+        inter = (w + one) * (h + one) if w > 0 and h > 0 else 0.0
+    else:
+        inter = max(0.0, w + one) * max(0.0, h + one)
+    union = (
+        (pb[2] - pb[0] + one) * (pb[3] - pb[1] + one) + (gb[2] - gb[0] + one) * (gb[3] - gb[1] + one) - inter
+    )
+    iou_hit = union > 0 and inter / union > spec.iou_threshold
+    l1_hit = sum(abs(a - b) for a, b in zip(pb, gb, strict=True)) / 4 < spec.l1_threshold * scale
+    inside = all(pb[0] <= x <= pb[2] and pb[1] <= y <= pb[3] for x, y in pp)
+    if spec.point_rule == "nearest":
+        dist = math.dist(pp[0], gp[0])
+    else:
+        g0, g1 = (gp[0], gp[1]) if len(gp) >= 2 else (gp[0], gp[0])
+        d00, d11, d01, d10 = (
+            math.dist(pp[0], g0),
+            math.dist(pp[1], g1),
+            math.dist(pp[0], g1),
+            math.dist(pp[1], g0),
+        )
+        dist = min(d00 + d11, d01 + d10) / 2
+    point_hit = inside and dist < spec.point_threshold * scale
+    return float(iou_hit), float(l1_hit), float(point_hit)
 
 
 def json_format_score(answer: JsonAnswer, protocol: FamilyProtocol) -> float:
@@ -174,13 +198,51 @@ def non_repeat_score(text: str) -> float:
 def point_in_box_score(answer: JsonAnswer) -> float:
     """Fraction of entries with a valid box and point(s) whose point(s) lie in their own box (0.0: none)."""
     v = answer.validity
-    ok = [o for o, b, p in zip(answer.objects, v.box_ok, v.point_ok, strict=True) if b and p]
-    if not ok:
+    ok = np.array(v.box_ok, dtype=bool) & np.array(v.point_ok, dtype=bool)
+    if not ok.any():
         return 0.0
-    return float(np.mean(_inside(np.array([o.points for o in ok]), np.array([o.boxes[0] for o in ok]))))
+    return float(np.mean(_inside(answer.points[ok], answer.boxes[ok])))
 
 
 # -------------------------------------------------------------------------------------------- the callable
+
+
+_MEMO_COLUMNS = ("boxes", "points", "image_size", "instances", "mask", "image")
+
+
+class _StepMemo:
+    """The accuracy terms of the last batch, shared by the ground-truth terms of one GRPO step: TRL calls every
+    reward of a step with the same column lists, so (family options, ids of those lists, completion texts)
+    identifies the batch. The memo holds the lists, so their ids cannot be reused while it is kept."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple | None = None
+        self.refs: list[Any] = []
+        self.texts: list[str] = []
+        self.values: list[tuple[float, float, float] | None] = []
+
+    def get(self, key: tuple, texts: list[str]) -> list[tuple[float, float, float] | None] | None:
+        with self.lock:
+            return self.values if self.key == key and self.texts == texts else None
+
+    def put(self, key: tuple, refs: list[Any], texts: list[str], values: list) -> None:
+        with self.lock:
+            self.key, self.refs, self.texts, self.values = key, refs, texts, values
+
+
+_MEMO = _StepMemo()
+
+
+def clear_caches(*, ground_truth: bool = False) -> None:
+    """Forget parsed answers and the step memo (and, with ``ground_truth``, the mask-derived objects): what a
+    new GRPO step with new completions sees. For benchmarks and tests."""
+    parse_cached.cache_clear()
+    _MEMO.put(None, [], [], [])  # type: ignore[arg-type]
+    if ground_truth:
+        from segr1 import gt_columns
+
+        gt_columns.clear_cache()
 
 
 class FamilyReward:
@@ -237,7 +299,7 @@ class FamilyReward:
             )
         return frame_of(images[i])
 
-    def _gt_score(self, answer: JsonAnswer, columns: dict[str, Any], i: int) -> float:
+    def _terms(self, answer: JsonAnswer, columns: dict[str, Any], i: int) -> tuple[float, float, float]:
         k = 2 if self.protocol.reward.point_rule == "pair" else 1
         gt = ground_truth(columns, i, points_per_object=k, from_mask=self.gt_from_mask)
         fw, fh = self._model_frame(columns, i)
@@ -245,7 +307,9 @@ class FamilyReward:
         boxes = gt.boxes * np.array([sx, sy, sx, sy])
         points = gt.points * np.array([sx, sy])
         scale = max(fw, fh) / self.protocol.reward.reference_frame if self.scale_thresholds else 1.0
-        terms = accuracy_terms(answer, boxes, points, self.protocol, scale=scale)
+        return accuracy_terms(answer, boxes, points, self.protocol, scale=scale)
+
+    def _pick(self, terms: tuple[float, float, float]) -> float:
         return (
             sum(terms) if self.term == "accuracy" else terms[("box_iou", "box_l1", "point").index(self.term)]
         )
@@ -261,7 +325,24 @@ class FamilyReward:
             return json_format_score(answer, self.protocol)
         if self.term == "point_in_box":
             return point_in_box_score(answer)
-        return self._gt_score(answer, columns or {}, i)
+        return self._pick(self._terms(answer, columns or {}, i))
+
+    def _gt_rewards(self, texts: list[str], kwargs: dict[str, Any]) -> tuple[list[float], int]:
+        """The ground-truth term of every row, through the step memo; (rewards, rows that failed)."""
+        key = (self.protocol.name, self.frame, self.gt_from_mask, self.scale_thresholds)
+        key += tuple(id(kwargs.get(c)) for c in _MEMO_COLUMNS)
+        values = _MEMO.get(key, texts)
+        if values is None:
+            values = []
+            for i, text in enumerate(texts):
+                try:
+                    values.append(self._terms(parse_cached(text), kwargs, i))
+                except Exception:  # a reward must never stop training; the row is counted and scored 0
+                    if all(v is not None for v in values):
+                        logger.exception("%s could not score completion %d; scoring it 0", self.__name__, i)
+                    values.append(None)
+            _MEMO.put(key, [kwargs.get(c) for c in _MEMO_COLUMNS], texts, values)
+        return [0.0 if v is None else float(self._pick(v)) for v in values], sum(v is None for v in values)
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
         """One reward per completion; ground-truth columns as in the module docstring."""
@@ -276,10 +357,15 @@ class FamilyReward:
                 raise ValueError(
                     f"{self.__name__} needs frame=... or an 'image' column (the image the model saw)"
                 )
+        texts = [completion_text(c) for c in completions]
+        if self.term in _GT_TERMS:
+            rewards, errors = self._gt_rewards(texts, kwargs)
+            self.last_stats = {"mean": float(np.mean(rewards)) if n else 0.0, "errors": float(errors)}
+            return rewards
         rewards, errors = [], 0
-        for i, completion in enumerate(completions):
+        for i, text in enumerate(texts):
             try:
-                rewards.append(float(self.score(completion_text(completion), kwargs, i)))
+                rewards.append(float(self.score(text, kwargs, i)))
             except Exception:  # a reward must never stop training; the row is counted and scored 0
                 if errors == 0:
                     logger.exception("%s could not score completion %d; scoring it 0", self.__name__, i)

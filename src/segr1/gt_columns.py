@@ -104,6 +104,11 @@ def frame_of(image: Any) -> tuple[int, int]:
 _GT_CACHE: OrderedDict[tuple, GroundTruth] = OrderedDict()
 
 
+def clear_cache() -> None:
+    """Forget the objects derived from masks."""
+    _GT_CACHE.clear()
+
+
 def _cache_key(value: Any) -> Any:
     if isinstance(value, dict):
         value = value.get("path") or value.get("bytes")
