@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 GT_COLUMNS = ("boxes", "points", "image_size", "instances", "mask")
 GT_FROM_MASK = ("union", "components")
-GT_CACHE_SIZE = 1024
+GT_CACHE_SIZE = 16384  # entries are a few small arrays; a typical training set fits
 
 
 @dataclass
