@@ -246,7 +246,8 @@ def test_ground_truth_from_masks_instances_and_strings():
         {"mask": [union]}, 0, points_per_object=2
     ).points.shape == (1, 2, 2)
     as_text = ground_truth({"boxes": [json.dumps([[1, 2, 3, 4]])], "image_size": ["[10, 20]"]}, 0)
-    np.testing.assert_array_equal(as_text.boxes, [[1, 2, 3, 4]]) and as_text.size == (10, 20)
+    np.testing.assert_array_equal(as_text.boxes, [[1, 2, 3, 4]])
+    assert as_text.size == (10, 20)
     sized_by_mask = ground_truth({"boxes": [[[3, 4, 1, 2]]], "mask": [union]}, 0)
     np.testing.assert_array_equal(sized_by_mask.boxes, [[1, 2, 3, 4]])
     assert sized_by_mask.size == (w, h)

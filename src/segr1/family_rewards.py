@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from segr1.answer_json import MAX_TEXT_CHARS, JsonAnswer, parse_json_answer, structure_ok
-from segr1.family import FamilyProtocol, get_family
+from segr1.family import FamilyProtocol, RewardSpec, get_family
 from segr1.gt_columns import GT_FROM_MASK, frame_of, ground_truth
 from segr1.rewards import completion_text
 
@@ -138,7 +138,12 @@ def accuracy_terms(
 
 
 def _one_to_one(
-    pb: list[float], pp: list[list[float]], gb: list[float], gp: list[list[float]], spec: Any, scale: float
+    pb: list[float],
+    pp: list[list[float]],
+    gb: list[float],
+    gp: list[list[float]],
+    spec: RewardSpec,
+    scale: float,
 ) -> tuple[float, float, float]:
     """`accuracy_terms` for one predicted and one ground-truth object (no matching needed)."""
     one = 1.0 if spec.iou_inclusive else 0.0
