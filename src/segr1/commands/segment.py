@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segr1.commands._common import add_model_arguments
+from segr1.commands._common import add_model_arguments, check_image_files, describe_problems
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         return _usage_error(f"--out {out_dir} exists and is not a folder")
+    problems = check_image_files(list(args.images))  # headers only: a typo costs no model load
+    if len(problems) == len(args.images):
+        return _usage_error(f"no readable image among the IMAGE arguments:\n{describe_problems(problems)}")
+    for path, why in problems.items():
+        logger.error("%s: %s; it is skipped and recorded as failed", path, why)
 
     from segr1.pipeline import SegR1Pipeline
 

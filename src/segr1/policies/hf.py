@@ -67,12 +67,11 @@ _DTYPES = {
 
 
 def resolve_device(device: str | None) -> str:
-    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; any other value is returned unchanged."""
-    if device is not None:
-        return str(device)
-    import torch
+    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; any other value is checked
+    (`segr1.devices.check_device`: ValueError for a bad name or a missing accelerator) and returned."""
+    from segr1.devices import check_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(device)
 
 
 def resolve_dtype(dtype: Any, device: str):
@@ -155,7 +154,7 @@ class HFPolicy:
         fast: bool | FastGeneration = False,
         generate_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from segr1.hub import check_model_source, load_error
 
         options = {
             "top_p": top_p,
@@ -167,7 +166,10 @@ class HFPolicy:
             "generate_kwargs": generate_kwargs,
         }
         _check_options(**options)
-        source = str(model)
+        # a typo, a missing folder or an uncached id offline fails here, before transformers is imported
+        source, local_only = check_model_source(str(model), "policy", "geshang/Seg-R1-7B")
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         attn = attn_implementation or _attn_implementation(device, dtype)
@@ -175,18 +177,16 @@ class HFPolicy:
             k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
         }
         try:
-            processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
+            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, **pixel_kwargs)
             loaded = AutoModelForImageTextToText.from_pretrained(
                 source,
+                local_files_only=local_only,
                 dtype=dtype,
                 attn_implementation=attn,
                 device_map=None if device == "cpu" else device,  # load straight onto the GPU
             )
-        except OSError as err:
-            raise OSError(
-                f"could not load policy checkpoint {source!r}: {err}. Pass a local checkpoint folder or a hub id "
-                "reachable from this machine (offline: download it first, e.g. `hf download <id>`)."
-            ) from err
+        except (OSError, ValueError) as err:  # unreachable or unknown hub id, missing or malformed files
+            raise load_error(err, "policy", source, "geshang/Seg-R1-7B") from err
         metadata = read_policy_metadata(source)
         self._setup(
             loaded, processor, name=f"hf:{source}", metadata=metadata, device=device, dtype=dtype, **options
