@@ -158,6 +158,11 @@ class SegR1Pipeline:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from segr1.policies import task_warning
+
+        warning = task_warning(getattr(policy, "metadata", None), task, getattr(policy, "name", "the policy"))
+        if warning:
+            logger.warning(warning)
         self.policy = policy
         self.segmenter = segmenter
         self.task = task
