@@ -198,3 +198,36 @@ def test_load_error_names_the_hub_cause_in_the_chain():
         assert needle in message and "local directory" not in message, message
     plain = load_error(ValueError("bad config\nmore"), "policy", "x/y", "e/g")
     assert str(plain).startswith("could not load policy 'x/y': bad config;")
+
+
+def test_a_piped_run_prints_no_progress_bars(tmp_path):
+    """Without a terminal (logs, CI) transformers' "Loading weights" bar is noise: it is switched off."""
+    proc = _segr1(
+        ["segment", str(REPO / "examples" / "salient-0.png"), "--out", str(tmp_path / "o")], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading weights" not in proc.stderr and "it/s]" not in proc.stderr
+
+
+def test_data_synth_reports_once(tmp_path, capsys, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        assert (
+            main(
+                [
+                    "data",
+                    "synth",
+                    "--kind",
+                    "salient",
+                    "--n",
+                    "2",
+                    "--out",
+                    str(tmp_path / "s"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    said = capsys.readouterr().out + caplog.text
+    assert said.count("wrote 2 salient scenes") == 1

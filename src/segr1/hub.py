@@ -9,8 +9,11 @@ anything heavy is imported; :func:`load_error` turns what a loader still raises 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -179,3 +182,20 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """``exc``'s message cut to its first line and at most ``limit`` characters (the type name if empty)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def progress_only_on_a_terminal() -> Iterator[None]:
+    """Switch transformers' progress bars ("Loading weights") off inside the block when stderr is not a
+    terminal (logs, CI, pipes), where they are noise; restore the previous setting after."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet and was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was_on:
+            hf_logging.enable_progress_bar()

@@ -154,7 +154,7 @@ class HFPolicy:
         fast: bool | FastGeneration = False,
         generate_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from segr1.hub import check_model_source, load_error
+        from segr1.hub import check_model_source, load_error, progress_only_on_a_terminal
 
         options = {
             "top_p": top_p,
@@ -177,14 +177,15 @@ class HFPolicy:
             k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
         }
         try:
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, **pixel_kwargs)
-            loaded = AutoModelForImageTextToText.from_pretrained(
-                source,
-                local_files_only=local_only,
-                dtype=dtype,
-                attn_implementation=attn,
-                device_map=None if device == "cpu" else device,  # load straight onto the GPU
-            )
+            with progress_only_on_a_terminal():  # no "Loading weights" bar in logs and pipes
+                processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, **pixel_kwargs)
+                loaded = AutoModelForImageTextToText.from_pretrained(
+                    source,
+                    local_files_only=local_only,
+                    dtype=dtype,
+                    attn_implementation=attn,
+                    device_map=None if device == "cpu" else device,  # load straight onto the GPU
+                )
         except (OSError, ValueError) as err:  # unreachable or unknown hub id, missing or malformed files
             raise load_error(err, "policy", source, "geshang/Seg-R1-7B") from err
         metadata = read_policy_metadata(source)

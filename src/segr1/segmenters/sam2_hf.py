@@ -67,7 +67,7 @@ class Sam2HFSegmenter:
         mask_threshold: float = 0.0,
         local_files_only: bool = False,
     ) -> None:
-        from segr1.hub import check_model_source, load_error
+        from segr1.hub import check_model_source, load_error, progress_only_on_a_terminal
 
         if max_decode_batch < 1:
             raise ValueError(f"max_decode_batch must be >= 1; got {max_decode_batch}")
@@ -82,8 +82,9 @@ class Sam2HFSegmenter:
         from transformers import Sam2Model, Sam2Processor
 
         try:
-            self.processor = Sam2Processor.from_pretrained(source, local_files_only=local_files_only)
-            self.model = Sam2Model.from_pretrained(source, local_files_only=local_files_only)
+            with progress_only_on_a_terminal():  # no "Loading weights" bar in logs and pipes
+                self.processor = Sam2Processor.from_pretrained(source, local_files_only=local_files_only)
+                self.model = Sam2Model.from_pretrained(source, local_files_only=local_files_only)
         except (OSError, ValueError) as exc:  # missing files, unreachable hub, malformed repo id
             raise load_error(exc, "SAM2", source, example) from exc
         self.model.to(self.device).eval()
