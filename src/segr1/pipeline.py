@@ -290,7 +290,9 @@ class SegR1Pipeline:
             try:
                 mask = self._segment(image, prompt)
             except Exception as exc:  # a bad image or prompt must not stop a batch job
-                logger.exception("segmenter %r failed", getattr(self.segmenter, "name", "?"))
+                name = getattr(self.segmenter, "name", "?")
+                logger.error("segmenter %r failed: %s: %s", name, type(exc).__name__, exc)
+                logger.debug("segmenter %r traceback", name, exc_info=True)  # shown with --debug
                 error = f"segmentation failed: {type(exc).__name__}: {exc}"
             else:
                 if not mask.any():
