@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def is_usage_error(exc: BaseException) -> bool:
     if isinstance(exc, UsageError | ModelSourceError | ImportError | ValueError | TypeError):
         return True
     if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
+        return True
+    if isinstance(exc, pickle.UnpicklingError):  # a dataset file refused as unsafe or malformed
         return True
     try:
         from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
