@@ -134,7 +134,9 @@ class HFPolicy:
 
     Attributes: ``name`` (``"hf:<model>"``), ``frame`` (the square frame the checkpoint was trained at
     when its folder records one in ``segr1_policy.json``, else None), ``metadata`` (that file's content),
-    ``model``, ``processor``, ``device``, ``dtype``, ``fast`` (the :class:`FastGeneration` or None).
+    ``model``, ``processor``, ``device``, ``dtype``, ``fast`` (the :class:`FastGeneration` or None),
+    ``cpu_threads`` (1 for a small model on CPU, where threads only add overhead: `segr1.devices.cpu_threads_for`;
+    else None, torch's default).
     """
 
     def __init__(
@@ -245,6 +247,9 @@ class HFPolicy:
         self.fast: FastGeneration | None = FastGeneration() if fast is True else (fast or None)
         self._caches = StaticCachePool(model.config, self.fast.cache_multiple) if self.fast else None
         self._compile_kwargs = compile_kwargs(self.fast, model.device.type) if self.fast else {}
+        from segr1.devices import cpu_threads_for
+
+        self.cpu_threads: int | None = cpu_threads_for(model, self.device)  # 1 for a small model on CPU
 
         self.model.eval()
         tokenizer = self.processor.tokenizer
@@ -385,7 +390,9 @@ class HFPolicy:
                 kwargs["cache_implementation"] = self.cache_implementation
             context = torch.inference_mode()
         kwargs.update(self.generate_kwargs)
-        with context:
+        from segr1.devices import intra_op_threads
+
+        with context, intra_op_threads(self.cpu_threads):
             output = self.model.generate(**inputs, **kwargs)
         new_tokens = output[: n_real * per_image, prompt_length:]
         decoded = self.processor.batch_decode(

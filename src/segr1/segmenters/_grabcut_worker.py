@@ -138,6 +138,16 @@ class WorkerPool:
         self._give_back(worker)
         return result
 
+    def prestart(self) -> None:
+        """Start one worker now if none is idle, so that its start (interpreter + OpenCV import, about
+        0.3 s) overlaps with other loading instead of delaying the first mask."""
+        with self._lock:
+            if any(w.alive() for w in self._idle):
+                return
+            worker = _Worker()
+            self._all.add(worker)
+            self._idle.append(worker)
+
     def _take(self) -> _Worker:
         with self._lock:
             while self._idle:

@@ -86,6 +86,8 @@ class GrabCutSegmenter:
     def __init__(self, config: GrabCutConfig | None = None) -> None:
         # No lock needed: the backend keeps no state between calls, and cv2's default RNG is per thread.
         self.config = config or GrabCutConfig()
+        if self.config.timeout_s is not None:
+            POOL.prestart()  # the worker starts while the caller loads the policy
 
     def __repr__(self) -> str:
         return f"GrabCutSegmenter({self.config})"
