@@ -28,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIii")
+SUPPORTED = os.name == "posix"  # select() on pipes; elsewhere GrabCut runs in-process, unbounded
 _MAX_SIDE = 1 << 14  # refuse absurd requests (the backend works at <= max_side anyway)
 
 

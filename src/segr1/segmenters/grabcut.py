@@ -35,7 +35,7 @@ from PIL import Image
 
 from segr1.answer import SegPrompt
 from segr1.segmenters._common import start_segment
-from segr1.segmenters._grabcut_worker import POOL, GrabCutTimeout
+from segr1.segmenters._grabcut_worker import POOL, SUPPORTED, GrabCutTimeout
 
 __all__ = ["GrabCutConfig", "GrabCutSegmenter", "GrabCutTimeout"]
 
@@ -86,7 +86,8 @@ class GrabCutSegmenter:
     def __init__(self, config: GrabCutConfig | None = None) -> None:
         # No lock needed: the backend keeps no state between calls, and cv2's default RNG is per thread.
         self.config = config or GrabCutConfig()
-        if self.config.timeout_s is not None:
+        self._bounded = self.config.timeout_s is not None and SUPPORTED
+        if self._bounded:
             POOL.prestart()  # the worker starts while the caller loads the policy
 
     def __repr__(self) -> str:
@@ -114,7 +115,7 @@ class GrabCutSegmenter:
         flat = _is_flat(work)
         if flat:
             logger.info("the image is one flat colour: GrabCut has nothing to separate; masks are the seeds")
-        deadline = None if self.config.timeout_s is None else time.monotonic() + self.config.timeout_s
+        deadline = time.monotonic() + self.config.timeout_s if self._bounded else None  # type: ignore[operator]
         for sub, owner in zip(subs.items, subs.owner, strict=True):
             small[owner] |= self._segment_one(work, _scale_prompt(sub, sx, sy), flat, deadline)
         for i, m in enumerate(small):
