@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +111,11 @@ def test_synthetic_images_all_succeed_and_duplicate_stems_do_not_overwrite(tmp_p
         assert len(line["prompt"]["boxes"]) == 1
         assert set(line["timings"]) >= {"generate_s", "segment_s"}
 
-    # a second run appends to results.jsonl
+    # a second run replaces the line of the image it segments again and keeps the others
     assert main(["segment", str(c), "--out", str(out), "--frame", "256"]) == 0
-    assert len(read_lines(out)) == 4
+    again = read_lines(out)
+    assert [line["image"] for line in again] == [str(a), str(b), str(c)]
+    assert [line["stem"] for line in again] == names
 
 
 def test_unreadable_image_is_reported_and_the_others_still_run(tmp_path, oracle_pipeline):
@@ -229,3 +233,48 @@ def test_real_photo_with_the_default_policy(tmp_path):
     assert isinstance(line["answer"], str)
     assert line["error"] in (None, "unparsable answer", "empty mask")
     assert (code == 0) == (line["error"] is None)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_runs_into_one_out_keep_one_line_per_image_and_files_are_not_private(tmp_path, oracle_pipeline):
+    paths = [tmp_path / "in" / f"img{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        save_scene(path, 48 + 8 * i, 40, seed=i)
+    out = tmp_path / "out"
+    for _ in range(3):
+        assert main(["segment", *map(str, paths), "--out", str(out), "--frame", "128"]) == 0
+    lines = read_lines(out)
+    assert [line["image"] for line in lines] == [str(p) for p in paths]  # 3 lines, not 9
+    # a run of other images adds theirs; a same-stem image replaces the old line and files
+    other = tmp_path / "in" / "sub" / "img1.png"
+    save_scene(other, 30, 30, seed=7)
+    assert main(["segment", str(other), "--out", str(out), "--frame", "128"]) == 0
+    lines = read_lines(out)
+    assert [line["image"] for line in lines] == [str(paths[0]), str(paths[2]), str(other)]
+    assert Image.open(out / "img1_mask.png").size == (30, 30)
+    # an image that has become unreadable leaves no stale mask behind its failed line
+    paths[0].write_bytes(b"not a png any more")
+    assert main(["segment", str(paths[0]), str(paths[2]), "--out", str(out), "--frame", "128"]) == 1
+    by_stem = {line["stem"]: line for line in read_lines(out)}
+    assert len(by_stem) == 3 and by_stem["img0"]["error"].startswith("unreadable image")
+    assert not (out / "img0_mask.png").exists() and (out / "img2_mask.png").exists()
+    expected = 0o666 & ~_umask()
+    for name in ("img2_mask.png", "img2_overlay.png", "results.jsonl"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == expected, name
+
+
+def test_help_says_what_a_rerun_into_out_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one results.jsonl line per image" in text and "replaces" in text
+
+
+def test_default_out_folder_is_git_ignored():
+    lines = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "/segr1-out/" in lines or "segr1-out/" in lines

@@ -158,6 +158,11 @@ class SegR1Pipeline:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from segr1.policies import task_warning
+
+        warning = task_warning(getattr(policy, "metadata", None), task, getattr(policy, "name", "the policy"))
+        if warning:
+            logger.warning(warning)
         self.policy = policy
         self.segmenter = segmenter
         self.task = task
@@ -285,7 +290,9 @@ class SegR1Pipeline:
             try:
                 mask = self._segment(image, prompt)
             except Exception as exc:  # a bad image or prompt must not stop a batch job
-                logger.exception("segmenter %r failed", getattr(self.segmenter, "name", "?"))
+                name = getattr(self.segmenter, "name", "?")
+                logger.error("segmenter %r failed: %s: %s", name, type(exc).__name__, exc)
+                logger.debug("segmenter %r traceback", name, exc_info=True)  # shown with --debug
                 error = f"segmentation failed: {type(exc).__name__}: {exc}"
             else:
                 if not mask.any():

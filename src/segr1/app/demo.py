@@ -11,12 +11,18 @@ while the segmenter of another request may run beside it.
 from __future__ import annotations
 
 import atexit
+import base64
+import binascii
 import html
+import io
 import json
 import logging
 import shutil
+import signal
+import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,38 +184,75 @@ def default_examples(folder: str | Path | None = None) -> list[ExampleRow]:
         return []
 
 
-def guard_image_uploads(component: gr.Image, max_bytes: int) -> gr.Image:
-    """Make ``component`` (a ``gr.Image`` input) answer unreadable uploads with a ``gr.Error`` message.
+def guard_image_uploads(component: gr.Image, max_bytes: int, max_pixels: int | None = None) -> gr.Image:
+    """Make ``component`` (a ``gr.Image`` input) check uploads before Gradio decodes anything.
 
-    Gradio opens the upload while preprocessing, before our handler runs, so a non-image or corrupt file
-    would otherwise surface as an opaque "Error". Inline (base64 ``data:``) images over ``max_bytes`` are
-    refused too. The guard wraps the instance's ``preprocess`` (Gradio calls ``block.preprocess``), not
-    a subclass: Gradio writes a ``.pyi`` stub next to the module of every Component subclass at import.
+    Gradio opens, and for other modes than the component's or inline ``data:`` URLs fully decodes, the
+    upload while preprocessing, before our handler runs: a 79 KB 9000x9000 greyscale PNG cost hundreds of
+    MB. The guard reads the header first and refuses too many bytes or pixels (``max_pixels``) with a
+    ``gr.Error`` message; an inline image is base64-decoded (bounded by ``max_bytes``), checked and written
+    to a file itself, so Gradio never decodes it. An unreadable file gets a message, not an opaque "Error".
+    The guard wraps the instance's ``preprocess`` (Gradio calls ``block.preprocess``), not a subclass:
+    Gradio writes a ``.pyi`` stub next to the module of every Component subclass at import.
     """
     original = component.preprocess
 
+    def refuse(message: str) -> gr.Error:
+        return gr.Error(message, title="Upload refused", print_exception=False)
+
+    def check_header(source: Any) -> None:
+        from segr1.app.handler import DemoInputError, check_upload_header
+
+        try:
+            check_upload_header(source, max_pixels)
+        except DemoInputError as exc:
+            raise refuse(str(exc)) from None
+
     def preprocess(payload: Any) -> Any:
         url = getattr(payload, "url", None) if payload is not None else None
-        if isinstance(url, str) and url.startswith("data:") and len(url) * 3 // 4 > max_bytes:
-            raise gr.Error(
-                f"the image is larger than {max_bytes / 2**20:g} MiB",
-                title="Upload refused",
-                print_exception=False,
-            )
+        if isinstance(url, str) and url.startswith("data:"):
+            if len(url) * 3 // 4 > max_bytes:
+                raise refuse(f"the image is larger than {max_bytes / 2**20:g} MiB")
+            data = _decode_data_url(url)
+            if data is None:
+                raise refuse("the inline image is not valid base64 image data")
+            check_header(io.BytesIO(data))
+            return str(_write_inline_upload(data, component))
+        path = getattr(payload, "path", None) if payload is not None else None
+        if isinstance(path, str) and Path(path).is_file():
+            check_header(path)
         try:
             return original(payload)
         except gr.Error:
             raise
         except Exception as exc:
             logger.info("rejected an upload Gradio could not open: %s: %s", type(exc).__name__, exc)
-            raise gr.Error(
-                "the upload is not an image this demo can read (use PNG, JPEG, WebP, BMP or TIFF)",
-                title="Upload refused",
-                print_exception=False,
+            raise refuse(
+                "the upload is not an image this demo can read (use PNG, JPEG, WebP, BMP or TIFF)"
             ) from None
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
+
+
+def _decode_data_url(url: str) -> bytes | None:
+    """The bytes of a ``data:[<type>];base64,<data>`` URL, or None when it is not one."""
+    head, sep, body = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None
+    try:
+        return base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _write_inline_upload(data: bytes, component: gr.Image) -> Path:
+    """Write an inline upload's bytes (already header-checked) into Gradio's cache; returns the file."""
+    folder = Path(getattr(component, "GRADIO_CACHE", None) or tempfile.gettempdir()) / "segr1-inline"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.img"
+    path.write_bytes(data)
+    return path
 
 
 def _resolve_pipelines(pipelines: PipelineSource) -> dict[str, Pipeline]:
@@ -303,9 +346,14 @@ def build_app(
             with gr.Column():
                 image_in = guard_image_uploads(
                     gr.Image(
-                        label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="segr1-image"
+                        label="Image",
+                        type="filepath",
+                        image_mode=None,  # hand over the file as uploaded: no decode by Gradio
+                        sources=["upload", "clipboard"],
+                        elem_id="segr1-image",
                     ),
                     limits.max_upload_bytes,
+                    limits.max_pixels,
                 )
                 task_in = gr.Radio(tasks, value=tasks[0], label="Task", elem_id="segr1-task")
                 text_in = gr.Textbox(
@@ -365,6 +413,8 @@ def launch(
     ``block=False`` returns once the server is up (tests, benchmarks); close it with ``app.close()``.
     """
     limits = limits or DemoLimits()
+    if block:
+        exit_cleanly_on_signals()
     app.launch(
         server_name=host,
         server_port=port,
@@ -374,3 +424,19 @@ def launch(
         **launch_kwargs,
     )
     return app
+
+
+def exit_cleanly_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> bool:
+    """Turn SIGTERM (and SIGHUP) into a normal exit, so the demo's temporary folders (removed at exit) do not
+    leak when the server is stopped with ``kill``; Ctrl+C (SIGINT) already exits normally. Only the main
+    thread can install handlers: returns False (and does nothing) elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def stop(signum: int, frame: Any) -> None:
+        logger.info("stopping on signal %d", signum)
+        sys.exit(128 + signum)
+
+    for sig in signals:
+        signal.signal(sig, stop)
+    return True

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image
@@ -55,6 +56,8 @@ class DemoLimits:
         concurrency: requests processed at the same time (the policy itself runs one at a time).
         max_queue: requests waiting in Gradio's queue before new ones are refused ("queue is full").
         keep_outputs_s: mask PNGs written for downloads are deleted after this many seconds.
+        request_timeout_s: a request still running after this many seconds gets a "took too long" message
+            (the segmenter bounds its own work, so the computation behind it ends too).
     """
 
     max_upload_mb: float = field(default=10.0, metadata={"help": "largest upload in MiB"})
@@ -63,6 +66,7 @@ class DemoLimits:
     concurrency: int = field(default=2, metadata={"help": "requests processed at once"})
     max_queue: int = field(default=32, metadata={"help": "requests waiting before new ones are refused"})
     keep_outputs_s: float = field(default=3600.0, metadata={"help": "lifetime of downloadable mask files"})
+    request_timeout_s: float = field(default=120.0, metadata={"help": "longest time one request may take"})
 
     def __post_init__(self) -> None:
         if not self.max_upload_mb > 0:
@@ -77,6 +81,8 @@ class DemoLimits:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if not self.keep_outputs_s > 0:
             raise ValueError(f"keep_outputs_s must be > 0, got {self.keep_outputs_s}")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -142,29 +148,41 @@ def load_upload(path: str | os.PathLike[str] | None, limits: DemoLimits) -> np.n
         raise DemoInputError(
             f"the upload is {size / 2**20:.1f} MiB; this demo accepts images up to {limits.max_upload_mb:g} MiB"
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as im:  # reads the header only
-                width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise DemoInputError(
-            f"the image has too many pixels; this demo accepts at most {limits.max_pixels:,}"
-        ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DemoInputError(
-            "the upload is not an image this demo can read (use PNG, JPEG, WebP, BMP or TIFF)"
-        ) from exc
-    if width * height > limits.max_pixels:
-        raise DemoInputError(
-            f"the image is {width}x{height} = {width * height:,} pixels; this demo accepts at most "
-            f"{limits.max_pixels:,} pixels (e.g. {_square_side(limits.max_pixels)}x{_square_side(limits.max_pixels)})"
-        )
+    check_upload_header(p, limits.max_pixels)
     try:
         return read_image(p, max_pixels=limits.max_pixels)
     except OSError as exc:  # corrupt or truncated data behind a valid header
         logger.info("rejected upload %s: %s", p.name, exc)
         raise DemoInputError("the image file is corrupt or truncated; it could not be decoded") from exc
+
+
+def check_upload_header(source: str | os.PathLike[str] | BinaryIO, max_pixels: int | None) -> tuple[int, int]:
+    """(W, H) of an uploaded image from its header alone (no pixel is decoded), within ``max_pixels``.
+
+    ``source``: a file path or a binary stream. Raises :class:`DemoInputError` for too many pixels (also a
+    header over Pillow's decompression-bomb limit) or a file Pillow cannot identify.
+    """
+    limit = max_pixels or None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:  # reads the header only
+                width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise DemoInputError(
+            "the image has too many pixels (its header declares a decompression-bomb size); this demo "
+            f"accepts at most {limit or Image.MAX_IMAGE_PIXELS:,} pixels"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DemoInputError(
+            "the upload is not an image this demo can read (use PNG, JPEG, WebP, BMP or TIFF)"
+        ) from exc
+    if limit is not None and width * height > limit:
+        raise DemoInputError(
+            f"the image is {width}x{height} = {width * height:,} pixels, too many pixels: this demo accepts "
+            f"at most {limit:,} pixels (e.g. {_square_side(limit)}x{_square_side(limit)})"
+        )
+    return width, height
 
 
 def _square_side(pixels: int) -> int:
@@ -204,7 +222,7 @@ def handle_request(
     image = load_upload(image_path, limits)
     pipeline = pipelines[task]
     t0 = time.perf_counter()
-    result = pipeline(image, text)
+    result = run_with_time_limit(lambda: pipeline(image, text), limits.request_timeout_s)
     total_s = time.perf_counter() - t0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +238,37 @@ def handle_request(
         details=details,
         status=describe(result),
     )
+
+
+class RequestTimeout(DemoInputError):
+    """A request that did not finish within ``DemoLimits.request_timeout_s``."""
+
+
+def run_with_time_limit(work: Callable[[], Any], timeout_s: float) -> Any:
+    """``work()`` in a daemon thread; its result, or :class:`RequestTimeout` after ``timeout_s`` seconds.
+
+    The thread cannot be killed: a timed-out computation finishes in the background (the policy's answer
+    budget and the segmenter's own time bound keep that short) and its result is dropped.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="segr1-demo-request", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise RequestTimeout(
+            f"the request took longer than {timeout_s:g} s and was given up; try a smaller or simpler image"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def describe(result: SegResult) -> str:

@@ -74,8 +74,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         min_size=args.min_size,
         max_size=args.max_size,
         progress=not args.no_progress,
-    )
-    print(f"wrote {args.n} {args.kind} scenes to {args.out}")
+    )  # logs "wrote N KIND scenes to OUT" itself
     return 0
 
 

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests waiting before new ones are refused with 'queue is full' (default: 32)",
     )
     parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="a request still running after S seconds is answered 'took too long' (default: 120)",
+    )
+    parser.add_argument(
         "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
     )
     parser.add_argument(
@@ -103,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels,
             concurrency=args.concurrency,
             max_queue=args.max_queue,
+            request_timeout_s=args.request_timeout,
         )
     except ValueError as exc:
-        return _usage_error(f"{exc} (options --max-upload-mb, --max-pixels, --concurrency, --max-queue)")
+        return _usage_error(
+            f"{exc} (options --max-upload-mb, --max-pixels, --concurrency, --max-queue, --request-timeout)"
+        )
 
     try:
         import gradio  # noqa: F401

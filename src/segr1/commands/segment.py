@@ -3,9 +3,11 @@
 For each IMAGE, writes into --out (default ./segr1-out):
   <stem>_mask.png     the mask, 0/255, exactly the image's size
   <stem>_overlay.png  the image with the mask, the boxes and the points drawn
-  results.jsonl       one JSON line appended per image: image path, answer text, prompts in the image
-                      frame (and the model frame), error (null on success), timings
-Images whose file names share a stem get a numeric suffix (photo-2_mask.png) so nothing is overwritten.
+  results.jsonl       one JSON line per image: image path, output stem, answer text, prompts in the
+                      image frame (and the model frame), error (null on success), timings
+Images of one run whose file names share a stem get a numeric suffix (photo-2_mask.png). A later run
+into the same --out replaces the files and the results.jsonl line of each image it segments again
+(same output stem) and keeps the others, so results.jsonl always holds one line per image in --out.
 
 Default model (no --model): the embedded tiny Seg-R1 policy shipped in the package, trained on synthetic
 scenes; it runs offline on CPU and is only meaningful for simple synthetic-like images. Until it is
@@ -34,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segr1.commands._common import add_model_arguments
+from segr1.commands._common import add_model_arguments, check_image_files, describe_problems
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path("segr1-out"),
         metavar="DIR",
-        help="output folder (default: ./segr1-out)",
+        help="output folder (default: ./segr1-out); a rerun replaces the outputs of the images it "
+        "segments again and keeps one results.jsonl line per image",
     )
     parser.add_argument(
         "--frame",
@@ -127,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         return _usage_error(f"--out {out_dir} exists and is not a folder")
+    problems = check_image_files(list(args.images))  # headers only: a typo costs no model load
+    if len(problems) == len(args.images):
+        return _usage_error(f"no readable image among the IMAGE arguments:\n{describe_problems(problems)}")
+    for path, why in problems.items():
+        logger.error("%s: %s; it is skipped and recorded as failed", path, why)
 
     from segr1.pipeline import SegR1Pipeline
 
@@ -152,15 +160,23 @@ def segment_files(
 ) -> int:
     """Segment ``paths`` with ``pipeline``, writing masks, overlays and ``results.jsonl`` into ``out_dir``.
 
-    One JSON line per path, in input order. Returns 0 when every image gave a non-empty mask from a parsed
-    answer, else 1.
+    ``results.jsonl`` ends with one line per output stem: the lines of earlier runs whose stems this run does
+    not write are kept (their files are untouched), then this run's lines in input order. Lines are appended
+    as images finish (a killed run keeps its progress; the next run drops the duplicates) and the file is
+    rewritten atomically at the end. Returns 0 when every image gave a non-empty mask from a parsed answer,
+    else 1.
     """
     from tqdm import tqdm
 
     stems = unique_stems(paths)
+    results_path = out_dir / RESULTS_FILE
+    this_run = {stem.lower() for stem in stems}
+    kept = [line for stem, line in read_results(results_path).items() if stem not in this_run]
+    _rewrite(results_path, kept)
+    written: list[str] = []
     n_failed = 0
     with (
-        (out_dir / RESULTS_FILE).open("a", encoding="utf-8") as log_file,
+        results_path.open("a", encoding="utf-8") as log_file,
         tqdm(total=len(paths), desc="segment", unit="image", disable=None) as progress,
     ):
         for batch in _batches(list(zip(paths, stems, strict=True)), pipeline.batch_size):
@@ -173,9 +189,10 @@ def segment_files(
                     read_errors[i] = f"unreadable image: {type(exc).__name__}: {exc}"
             results = dict(zip(images, pipeline(list(images.values()), text), strict=True)) if images else {}
             for i, (path, stem) in enumerate(batch):
-                base = {"image": str(path), "task": pipeline.task, "text": text}
+                base = {"image": str(path), "stem": stem, "task": pipeline.task, "text": text}
                 if i in read_errors:
                     logger.error("%s: %s", path, read_errors[i])
+                    _remove_outputs(out_dir, stem)  # no stale mask from an earlier run under this line
                     line = json.dumps({**base, **_failed_record(read_errors[i])}, ensure_ascii=False)
                     ok = False
                 else:
@@ -190,13 +207,51 @@ def segment_files(
                         logger.warning("%s: %s (answer: %s)", path, result.error, _shorten(result.answer))
                 log_file.write(line + "\n")
                 log_file.flush()
+                written.append(line)
                 n_failed += not ok
                 progress.update(1)
+    _rewrite(results_path, kept + written)
     if n_failed:
-        logger.warning("%d of %d images failed; see %s", n_failed, len(paths), out_dir / RESULTS_FILE)
+        logger.warning("%d of %d images failed; see %s", n_failed, len(paths), results_path)
     else:
         logger.info("segmented %d images into %s", len(paths), out_dir)
     return 1 if n_failed else 0
+
+
+def read_results(path: Path) -> dict[str, str]:
+    """The lines of an existing ``results.jsonl`` by output stem (a later line wins); unreadable lines are
+    dropped. The stem is the line's ``stem``, else the one its ``mask`` file name carries, else the image's."""
+    lines: dict[str, str] = {}
+    if not path.is_file():
+        return lines
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        stem = record.get("stem")
+        if not isinstance(stem, str) and isinstance(record.get("mask"), str):
+            stem = Path(record["mask"]).name.removesuffix("_mask.png")
+        if not isinstance(stem, str) and isinstance(record.get("image"), str):
+            stem = Path(record["image"]).stem
+        if isinstance(stem, str) and stem:
+            lines.pop(stem.lower(), None)
+            lines[stem.lower()] = raw
+    return lines
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    """Replace ``path`` with ``lines`` (atomically, the user's umask)."""
+    from segr1.data.io import atomic_write_text
+
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _remove_outputs(out_dir: Path, stem: str) -> None:
+    for suffix in ("_mask.png", "_overlay.png"):
+        (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
 def _failed_record(error: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,13 +335,6 @@ def write_manifest(samples: Iterable[Sample], path: PathLike) -> Path:
             lines.append(json.dumps(record, ensure_ascii=False))
         except TypeError as exc:
             raise ValueError(f"sample {s.id!r}: meta is not JSON-serialisable ({exc})") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from segr1.data.io import atomic_write_text
+
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))

@@ -145,18 +145,52 @@ def read_mask(
     return arr > threshold
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
+
+
+def user_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666`` less the process umask at import.
+
+    ``tempfile.mkstemp`` creates files ``0o600``; the atomic writers here chmod their temporary file to this
+    before moving it into place, so outputs are as readable as any other file the user writes.
+    """
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds."""
+def atomic_path(path: str | os.PathLike[str]):
+    """Yield a temporary path next to ``path`` (mode :func:`user_file_mode`); move it onto ``path`` when the
+    block succeeds, remove it otherwise. Parent folders are created."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, user_file_mode())
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, fsync, rename; see :func:`atomic_path`)."""
+    out = Path(path)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return out
+
+
+_atomic_path = atomic_path
 
 
 def write_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:

@@ -74,7 +74,8 @@ def safe_loads(data: bytes, *, encoding: str = "utf-8") -> Any:
 
     Raises:
         UnsafePickleError: the pickle imports something or holds a non-plain type.
-        pickle.UnpicklingError: the data is not a valid pickle.
+        pickle.UnpicklingError: the data is not a valid pickle (also when a length field asks for more
+            memory than can be had: MemoryError / OverflowError are wrapped).
     """
     try:
         obj = _PlainUnpickler(io.BytesIO(data), encoding=encoding).load()
@@ -85,6 +86,10 @@ def safe_loads(data: bytes, *, encoding: str = "utf-8") -> Any:
         obj = _PlainUnpickler(io.BytesIO(data), encoding="latin-1").load()
     except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise pickle.UnpicklingError(f"not a valid pickle: {type(exc).__name__}: {exc}") from exc
+    except (MemoryError, OverflowError) as exc:  # a hostile length field (e.g. BYTEARRAY8 of 2**60 bytes)
+        raise pickle.UnpicklingError(
+            f"not a valid pickle: it declares an object too large to build ({type(exc).__name__})"
+        ) from None
     _check_plain(obj)
     return obj
 

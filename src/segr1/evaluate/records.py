@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -141,19 +140,11 @@ def _finite(value: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) to a temporary file next to ``path``, then ``os.replace`` it onto ``path``
+    (``segr1.data.io.atomic_write_text``: fsynced, with the user's umask)."""
+    from segr1.data.io import atomic_write_text as write
+
+    return write(path, text)
 
 
 def atomic_write_json(path: Path, obj: Any) -> Path:

@@ -19,7 +19,7 @@
   the sample, e.g. a malformed annotation): nothing to score against; the sample is counted in ``n_failed``
   but not in the metrics (``n_scored`` says how many were).
 
-**Resuming.** Samples whose record is complete (and whose prediction file exists) are skipped. The metrics
+**Resuming.** Samples whose record is complete (and whose prediction file is a readable PNG) are skipped. The metrics
 are then recomputed from all records and prediction files in dataset order, so a resumed run writes the
 same ``metrics.json`` as an uninterrupted one.
 
@@ -190,13 +190,28 @@ def evaluate(
 
 
 def _finished(out: Path, n: int) -> set[int]:
-    """Indices below ``n`` with a complete record whose prediction file (if any) exists."""
+    """Indices below ``n`` with a complete record whose prediction file (if any) is a readable PNG; a
+    missing, truncated or corrupt prediction (a killed writer, a damaged disk) makes the sample run again."""
     done = set()
     for i, rec in rec_io.read_records(rec_io.record_files(out)).items():
         pred = rec.get("pred")
-        if i < n and (pred is None or (out / pred).is_file()):
+        if i < n and (pred is None or _readable_png(out / pred)):
             done.add(i)
     return done
+
+
+def _readable_png(path: Path) -> bool:
+    """True when ``path`` is a PNG whose chunks and checksums are intact (Pillow's ``verify``)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # missing, truncated, corrupt, not a PNG
+        if path.exists():
+            logger.warning("prediction %s is unreadable (%s); its sample runs again", path, exc)
+        return False
+    return True
 
 
 def _prepare(samples: Sequence[Sample], index: int, task: str) -> _Item:
@@ -294,6 +309,17 @@ def _finish(it: _Item, result: Any, scorer: Scorer, out: Path, batch_s: float) -
     }
     if size is not None:
         mask = result.mask if result is not None else np.zeros((size[1], size[0]), dtype=bool)
+        if it.gt is not None and it.image is not None and (it.image.shape[1], it.image.shape[0]) != size:
+            # the mask is predicted on the image and resized (nearest) to the ground truth: say so
+            record["resized_from"] = [int(it.image.shape[1]), int(it.image.shape[0])]
+            logger.warning(
+                "sample %r: ground truth %dx%d differs from its image %dx%d; the prediction is resized to it",
+                it.id,
+                size[0],
+                size[1],
+                it.image.shape[1],
+                it.image.shape[0],
+            )
         pred = _fit(np.asarray(mask, dtype=bool), size)
         record["pred"] = f"{rec_io.PRED_DIR}/{rec_io.pred_name(it.id)}"
         write_mask_png(pred, out / record["pred"])

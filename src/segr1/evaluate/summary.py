@@ -64,7 +64,8 @@ def compute_metrics(
 
 
 def count(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """``n_total``, ``n_ok``, ``n_failed``, ``n_scored`` and ``failures`` (reason -> count, by reason)."""
+    """``n_total``, ``n_ok``, ``n_failed``, ``n_scored``, ``failures`` (reason -> count, by reason) and
+    ``n_resized`` (predictions resized because the ground truth's size differs from the image's)."""
     reasons = Counter(r.get("reason") or "unknown" for r in records if r.get("error"))
     n_ok = sum(1 for r in records if not r.get("error"))
     return {
@@ -73,6 +74,7 @@ def count(records: list[dict[str, Any]]) -> dict[str, Any]:
         "n_failed": len(records) - n_ok,
         "n_scored": sum(1 for r in records if r.get("scored")),
         "failures": dict(sorted(reasons.items())),
+        "n_resized": sum(1 for r in records if r.get("resized_from")),
     }
 
 
@@ -98,6 +100,11 @@ def format_table(doc: dict[str, Any], keys: Sequence[str]) -> str:
         f"samples: {doc['n_total']} total, {doc['n_ok']} ok, {doc['n_failed']} failed"
         + (f" ({failures})" if failures else "")
         + f"; {doc['n_scored']} scored"
+        + (
+            f"; {doc['n_resized']} predictions resized to a ground truth of another size than its image"
+            if doc.get("n_resized")
+            else ""
+        )
     )
     return "\n".join(lines)
 

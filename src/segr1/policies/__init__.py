@@ -179,6 +179,8 @@ __all__ = [
     "parse_policy_spec",
     "read_policy_metadata",
     "shipped_policy_available",
+    "task_warning",
+    "trained_tasks",
     "write_policy_metadata",
 ]
 
@@ -200,3 +202,31 @@ def recorded_system_prompt(metadata: dict[str, Any] | None) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         return ""
     return None if value == "default" else str(value)
+
+
+def trained_tasks(metadata: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The tasks a checkpoint's ``segr1_policy.json`` content says it was trained for, or None when it says
+    nothing (no file, as for hub ids, or neither key). Reads ``"tasks": [...]`` or the older ``"task": "..."``;
+    ``segr1 train`` may also record them under ``segr1_args``."""
+    metadata = metadata or {}
+    for where in (metadata, metadata.get("segr1_args") or {}):
+        if not isinstance(where, dict):
+            continue
+        tasks = where.get("tasks")
+        if isinstance(tasks, list | tuple) and all(isinstance(t, str) for t in tasks) and tasks:
+            return tuple(tasks)
+        if isinstance(where.get("task"), str) and where["task"]:
+            return (where["task"],)
+    return None
+
+
+def task_warning(metadata: dict[str, Any] | None, task: str, name: str = "the policy") -> str | None:
+    """One line saying that ``task`` is not among the tasks the checkpoint records (see
+    :func:`trained_tasks`), or None when it is, or when the checkpoint records none."""
+    tasks = trained_tasks(metadata)
+    if tasks is None or task in tasks:
+        return None
+    return (
+        f"{name} was trained for {', '.join(tasks)} only (its {POLICY_METADATA_FILE}), not {task}: "
+        "expect empty or wrong masks; pass --model with a checkpoint trained for this task"
+    )

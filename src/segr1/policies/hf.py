@@ -67,12 +67,11 @@ _DTYPES = {
 
 
 def resolve_device(device: str | None) -> str:
-    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; any other value is returned unchanged."""
-    if device is not None:
-        return str(device)
-    import torch
+    """``None`` -> ``"cuda"`` when available, else ``"cpu"``; any other value is checked
+    (`segr1.devices.check_device`: ValueError for a bad name or a missing accelerator) and returned."""
+    from segr1.devices import check_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(device)
 
 
 def resolve_dtype(dtype: Any, device: str):
@@ -135,7 +134,9 @@ class HFPolicy:
 
     Attributes: ``name`` (``"hf:<model>"``), ``frame`` (the square frame the checkpoint was trained at
     when its folder records one in ``segr1_policy.json``, else None), ``metadata`` (that file's content),
-    ``model``, ``processor``, ``device``, ``dtype``, ``fast`` (the :class:`FastGeneration` or None).
+    ``model``, ``processor``, ``device``, ``dtype``, ``fast`` (the :class:`FastGeneration` or None),
+    ``cpu_threads`` (1 for a small model on CPU, where threads only add overhead: `segr1.devices.cpu_threads_for`;
+    else None, torch's default).
     """
 
     def __init__(
@@ -155,7 +156,7 @@ class HFPolicy:
         fast: bool | FastGeneration = False,
         generate_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from segr1.hub import check_model_source, load_error, progress_only_on_a_terminal
 
         options = {
             "top_p": top_p,
@@ -167,7 +168,10 @@ class HFPolicy:
             "generate_kwargs": generate_kwargs,
         }
         _check_options(**options)
-        source = str(model)
+        # a typo, a missing folder or an uncached id offline fails here, before transformers is imported
+        source, local_only = check_model_source(str(model), "policy", "geshang/Seg-R1-7B")
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         attn = attn_implementation or _attn_implementation(device, dtype)
@@ -175,18 +179,17 @@ class HFPolicy:
             k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None
         }
         try:
-            processor = AutoProcessor.from_pretrained(source, **pixel_kwargs)
-            loaded = AutoModelForImageTextToText.from_pretrained(
-                source,
-                dtype=dtype,
-                attn_implementation=attn,
-                device_map=None if device == "cpu" else device,  # load straight onto the GPU
-            )
-        except OSError as err:
-            raise OSError(
-                f"could not load policy checkpoint {source!r}: {err}. Pass a local checkpoint folder or a hub id "
-                "reachable from this machine (offline: download it first, e.g. `hf download <id>`)."
-            ) from err
+            with progress_only_on_a_terminal():  # no "Loading weights" bar in logs and pipes
+                processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, **pixel_kwargs)
+                loaded = AutoModelForImageTextToText.from_pretrained(
+                    source,
+                    local_files_only=local_only,
+                    dtype=dtype,
+                    attn_implementation=attn,
+                    device_map=None if device == "cpu" else device,  # load straight onto the GPU
+                )
+        except (OSError, ValueError) as err:  # unreachable or unknown hub id, missing or malformed files
+            raise load_error(err, "policy", source, "geshang/Seg-R1-7B") from err
         metadata = read_policy_metadata(source)
         self._setup(
             loaded, processor, name=f"hf:{source}", metadata=metadata, device=device, dtype=dtype, **options
@@ -244,6 +247,9 @@ class HFPolicy:
         self.fast: FastGeneration | None = FastGeneration() if fast is True else (fast or None)
         self._caches = StaticCachePool(model.config, self.fast.cache_multiple) if self.fast else None
         self._compile_kwargs = compile_kwargs(self.fast, model.device.type) if self.fast else {}
+        from segr1.devices import cpu_threads_for
+
+        self.cpu_threads: int | None = cpu_threads_for(model, self.device)  # 1 for a small model on CPU
 
         self.model.eval()
         tokenizer = self.processor.tokenizer
@@ -384,7 +390,9 @@ class HFPolicy:
                 kwargs["cache_implementation"] = self.cache_implementation
             context = torch.inference_mode()
         kwargs.update(self.generate_kwargs)
-        with context:
+        from segr1.devices import intra_op_threads
+
+        with context, intra_op_threads(self.cpu_threads):
             output = self.model.generate(**inputs, **kwargs)
         new_tokens = output[: n_real * per_image, prompt_length:]
         decoded = self.processor.batch_decode(

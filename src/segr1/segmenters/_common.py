@@ -146,7 +146,9 @@ def torch_device_and_autocast(device: str | None, dtype: object) -> tuple[Any, A
     """
     import torch
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from segr1.devices import check_device
+
+    dev = torch.device(check_device(device))
     name = parse_dtype_name(dtype) or ("bfloat16" if dev.type == "cuda" else "float32")
     return dev, (None if name == "float32" else getattr(torch, name))
 

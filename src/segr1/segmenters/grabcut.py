@@ -14,11 +14,18 @@ When GrabCut cannot run (too few background or foreground seed pixels, e.g. a bo
 a degenerate box), the sub-prompt's mask is its seed foreground (the box interior plus positive discs, minus
 negative discs) instead. Sub-prompt masks of one prompt set are united, then upscaled to the image size
 (nearest). cv2's RNG is reseeded before every call, so results are deterministic.
+
+Bounded time. GrabCut's max-flow can run for minutes on near-flat images (a single-colour 600x600 PNG ran
+over 190 s). A working image of one flat colour has nothing to separate: the seed mask is returned at once.
+Every other call runs in a worker process (`segr1.segmenters._grabcut_worker`) that is stopped when
+``timeout_s`` (for the whole ``segment`` call) has passed; the call then raises :class:`GrabCutTimeout`,
+which the pipeline records as a failed segmentation ("GrabCut did not finish within ... s").
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +35,9 @@ from PIL import Image
 
 from segr1.answer import SegPrompt
 from segr1.segmenters._common import start_segment
+from segr1.segmenters._grabcut_worker import POOL, SUPPORTED, GrabCutTimeout
+
+__all__ = ["GrabCutConfig", "GrabCutSegmenter", "GrabCutTimeout"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ class GrabCutConfig:
     points_margin: points-only prompts: the seed rectangle around the positive points grows by this fraction of
         the working long side on each side.
     seed: cv2 RNG seed (GMM initialisation), reset before each GrabCut call.
+    timeout_s: most seconds one ``segment`` call may spend in GrabCut (it runs in a worker process that is
+        stopped then; :class:`GrabCutTimeout`). None runs GrabCut in this process, unbounded.
     """
 
     max_side: int = 512
@@ -51,6 +63,7 @@ class GrabCutConfig:
     point_radius: float = 0.01
     points_margin: float = 0.15
     seed: int = 0
+    timeout_s: float | None = 15.0
 
     def __post_init__(self) -> None:
         if self.max_side < 16:
@@ -61,6 +74,8 @@ class GrabCutConfig:
             raise ValueError(f"point_radius must be a fraction in [0, 0.5]; got {self.point_radius}")
         if not 0 <= self.points_margin <= 1:
             raise ValueError(f"points_margin must be a fraction in [0, 1]; got {self.points_margin}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds or None; got {self.timeout_s}")
 
 
 class GrabCutSegmenter:
@@ -71,6 +86,9 @@ class GrabCutSegmenter:
     def __init__(self, config: GrabCutConfig | None = None) -> None:
         # No lock needed: the backend keeps no state between calls, and cv2's default RNG is per thread.
         self.config = config or GrabCutConfig()
+        self._bounded = self.config.timeout_s is not None and SUPPORTED
+        if self._bounded:
+            POOL.prestart()  # the worker starts while the caller loads the policy
 
     def __repr__(self) -> str:
         return f"GrabCutSegmenter({self.config})"
@@ -94,33 +112,52 @@ class GrabCutSegmenter:
         work = rgb if (ww, wh) == (w, h) else cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA)
         sx, sy = ww / w, wh / h
         small = [np.zeros((wh, ww), dtype=bool) for _ in range(len(prompts))]
+        flat = _is_flat(work)
+        if flat:
+            logger.info("the image is one flat colour: GrabCut has nothing to separate; masks are the seeds")
+        deadline = time.monotonic() + self.config.timeout_s if self._bounded else None  # type: ignore[operator]
         for sub, owner in zip(subs.items, subs.owner, strict=True):
-            small[owner] |= self._segment_one(work, _scale_prompt(sub, sx, sy))
+            small[owner] |= self._segment_one(work, _scale_prompt(sub, sx, sy), flat, deadline)
         for i, m in enumerate(small):
             if m.any():
                 masks[i] = m if (ww, wh) == (w, h) else _upscale(m, w, h)
         return masks
 
-    def _segment_one(self, work: np.ndarray, sub: SegPrompt) -> np.ndarray:
-        """Mask (h, w) bool of one sub-prompt (at most one box) on the working-resolution image."""
+    def _segment_one(
+        self, work: np.ndarray, sub: SegPrompt, flat: bool = False, deadline: float | None = None
+    ) -> np.ndarray:
+        """Mask (h, w) bool of one sub-prompt (at most one box) on the working-resolution image.
+
+        ``flat``: the image is one colour (the seed mask is returned). ``deadline``: ``time.monotonic()``
+        value after which GrabCut is stopped (:class:`GrabCutTimeout`); None runs it in this process."""
         seeds = self._seeds(work.shape[:2], sub)
         if seeds is None:
             return np.zeros(work.shape[:2], dtype=bool)
         fg_seed = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
         n_fg = int(fg_seed.sum())
         n_bg = seeds.size - n_fg
-        if n_fg < _MIN_SEED_PIXELS or n_bg < _MIN_SEED_PIXELS or not (seeds == cv2.GC_PR_FGD).any():
+        if flat or n_fg < _MIN_SEED_PIXELS or n_bg < _MIN_SEED_PIXELS or not (seeds == cv2.GC_PR_FGD).any():
             return fg_seed
-        bgd = np.zeros((1, 65), np.float64)
-        fgd = np.zeros((1, 65), np.float64)
         try:
-            cv2.setRNGSeed(self.config.seed)
-            seeds, _, _ = cv2.grabCut(
-                work, seeds, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK
-            )
+            if deadline is None:
+                cv2.setRNGSeed(self.config.seed)
+                bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+                seeds, _, _ = cv2.grabCut(
+                    work, seeds, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK
+                )
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GrabCutTimeout("no time left")
+                seeds = POOL.grabcut(work, seeds, self.config.iterations, self.config.seed, left)
         except cv2.error as exc:  # e.g. a degenerate colour distribution; keep the seed
             logger.debug("grabCut failed (%s); using the seed mask", exc)
             return fg_seed
+        except GrabCutTimeout:
+            raise GrabCutTimeout(
+                f"GrabCut did not finish within {self.config.timeout_s:g} s and was stopped (near-flat "
+                "images make its max-flow very slow)"
+            ) from None
         return (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
 
     def _seeds(self, shape: tuple[int, int], sub: SegPrompt) -> np.ndarray | None:
@@ -146,6 +183,12 @@ class GrabCutSegmenter:
             value = cv2.GC_FGD if label == 1 else cv2.GC_BGD
             cv2.circle(seeds, (round(float(x)), round(float(y))), radius, int(value), thickness=-1)
         return seeds
+
+
+def _is_flat(work: np.ndarray) -> bool:
+    """True when the (h, w, 3) image holds a single colour."""
+    first = work.reshape(-1, 3)[0]
+    return bool((work == first).all())
 
 
 def _scale_prompt(prompt: SegPrompt, sx: float, sy: float) -> SegPrompt:

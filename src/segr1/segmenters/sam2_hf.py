@@ -67,7 +67,7 @@ class Sam2HFSegmenter:
         mask_threshold: float = 0.0,
         local_files_only: bool = False,
     ) -> None:
-        from transformers import Sam2Model, Sam2Processor
+        from segr1.hub import check_model_source, load_error, progress_only_on_a_terminal
 
         if max_decode_batch < 1:
             raise ValueError(f"max_decode_batch must be >= 1; got {max_decode_batch}")
@@ -76,22 +76,17 @@ class Sam2HFSegmenter:
         self.pad_points = pad_points
         self.max_decode_batch = max_decode_batch
         self.mask_threshold = mask_threshold
-        fix = (
-            "Give a reachable hub id (e.g. facebook/sam2.1-hiera-large) or a local folder saved with "
-            "Sam2Model/Sam2Processor.save_pretrained (spec 'sam2-hf:/path/to/folder')."
-        )
-        local = Path(str(model)).expanduser()
-        if local.exists():
-            source = str(local)
-        elif str(model).startswith(("/", "./", "../", "~", "\\")):  # a path, not a hub id
-            raise FileNotFoundError(f"SAM2 folder not found: {str(model)!r}. {fix}")
-        else:
-            source = str(model)
+        example = "sam2-hf:facebook/sam2.1-hiera-large, or sam2-hf:/path/to/folder"
+        source, local_only = check_model_source(str(model), "SAM2", example)  # before any weights are read
+        local_files_only = local_files_only or local_only
+        from transformers import Sam2Model, Sam2Processor
+
         try:
-            self.processor = Sam2Processor.from_pretrained(source, local_files_only=local_files_only)
-            self.model = Sam2Model.from_pretrained(source, local_files_only=local_files_only)
+            with progress_only_on_a_terminal():  # no "Loading weights" bar in logs and pipes
+                self.processor = Sam2Processor.from_pretrained(source, local_files_only=local_files_only)
+                self.model = Sam2Model.from_pretrained(source, local_files_only=local_files_only)
         except (OSError, ValueError) as exc:  # missing files, unreachable hub, malformed repo id
-            raise OSError(f"could not load SAM2 from {source!r}: {exc}. {fix}") from exc
+            raise load_error(exc, "SAM2", source, example) from exc
         self.model.to(self.device).eval()
         # prompts are given to the model in this square frame (the processor's resize target)
         self.target_size = int(self.processor.target_size)
