@@ -385,6 +385,12 @@ def test_which_style_a_checkpoint_gets():
     assert style_for({"prompt_style": "segr1"}).name == "segr1"
     assert style_for({"prompt_style": "seg-r1"}).name == "seg-r1"
     assert style_for({"format": "segr1-policy"}).name == "segr1"  # segr1's own tiny checkpoints
+    legacy = {
+        "frame": 224,
+        "stage": "sft",
+        "segr1_args": {"task": "foreground"},
+    }  # an older segr1 train output
+    assert style_for(legacy).name == "segr1"
     assert style_for({"prompt_style": "segr1"}, override="seg-r1").name == "seg-r1"
     assert style_for({}, override=get_style("segr1")).name == "segr1"
     with pytest.raises(ValueError, match="known styles"):

@@ -15,9 +15,11 @@ Styles (one module each): ``segr1`` (:mod:`segr1.styles.segr1`, segr1's own word
 trained on it) and ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte).
 
 Which style a checkpoint gets (:func:`style_for`): the one its ``segr1_policy.json`` records under
-``"prompt_style"``; ``segr1`` for segr1's own tiny checkpoints (``"format": "segr1-policy"``, i.e. the embedded
-policy and the offline tiny model, which predate the key); ``seg-r1`` for everything else — a hub id, a stock
-Qwen-VL, a folder without the file — since the released checkpoints are what such a model most likely is.
+``"prompt_style"``; ``segr1`` for checkpoints segr1 made before the key existed — its tiny models
+(``"format": "segr1-policy"``: the embedded policy, the offline tiny model) and the outputs of an older
+``segr1 train`` (``"segr1_args"`` recorded), all trained on segr1's texts; ``seg-r1`` for everything else — a
+hub id, a stock Qwen-VL, a folder without the file — since the released checkpoints are what such a model most
+likely is.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def style_for(
     metadata: Mapping[str, Any] | None = None, override: str | PromptStyle | None = None
 ) -> PromptStyle:
     """The prompt style to use with a checkpoint: ``override`` when given, else the recorded style, else
-    ``segr1`` for segr1's own tiny checkpoints and :data:`UNRECORDED_STYLE` (``seg-r1``) for any other.
+    ``segr1`` for checkpoints segr1 made before styles were recorded (its tiny models, older ``segr1 train``
+    outputs) and :data:`UNRECORDED_STYLE` (``seg-r1``) for any other.
 
     Raises ValueError for an unknown override or recorded name.
     """
@@ -142,8 +145,8 @@ def style_for(
     recorded = recorded_style_name(metadata)
     if recorded is not None:
         return get_style(recorded)
-    if metadata.get("format") == SEGR1_FOLDER_FORMAT:
-        return get_style("segr1")
+    if metadata.get("format") == SEGR1_FOLDER_FORMAT or "segr1_args" in metadata:
+        return get_style("segr1")  # made by segr1 before styles were recorded: trained on segr1's texts
     return get_style(UNRECORDED_STYLE)
 
 
