@@ -76,6 +76,14 @@ def test_spec_strings_with_overrides():
     assert all(f.metadata.get("help") and f.metadata.get("row") for f in fields(Protocol) if f.name != "name")
 
 
+def test_every_switch_is_documented_in_docs_fidelity():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "fidelity.md").read_text(encoding="utf-8")
+    for name in SWITCHES:
+        assert f"`{name}" in doc, f"docs/fidelity.md does not document the switch {name}"
+
+
 # ------------------------------------------------------------------------------------------ answer rules
 
 
