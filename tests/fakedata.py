@@ -321,13 +321,13 @@ class BoxSegmenter:
         return masks
 
 
-def red_box_pipeline(task: str = "foreground", frame: int = 224, batch_size: int = 2):
-    """SegR1Pipeline(RedBoxPolicy, GrabCut)."""
+def red_box_pipeline(task: str = "foreground", frame: int = 224, batch_size: int = 2, **kwargs):
+    """SegR1Pipeline(RedBoxPolicy, GrabCut); ``kwargs``: other pipeline arguments (prompt_style, protocol)."""
     from segr1.pipeline import SegR1Pipeline
     from segr1.segmenters import load_segmenter
 
     return SegR1Pipeline(
-        RedBoxPolicy(), load_segmenter("grabcut"), task=task, frame=frame, batch_size=batch_size
+        RedBoxPolicy(), load_segmenter("grabcut"), task=task, frame=frame, batch_size=batch_size, **kwargs
     )
 
 
@@ -336,8 +336,8 @@ def _launch(argv: list[str]) -> int:
     import segr1.commands.eval as eval_command
     from segr1.cli import main
 
-    def build(task, model, segmenter, *, frame, max_new_tokens, batch_size, device):
-        return red_box_pipeline(task, frame or 224, batch_size)
+    def build(task, model, segmenter, *, frame, max_new_tokens, batch_size, device, **kwargs):
+        return red_box_pipeline(task, frame or 224, batch_size, **kwargs)
 
     eval_command.build_pipeline = build
     return main(argv)

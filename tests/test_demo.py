@@ -387,7 +387,7 @@ def test_command_loads_once_and_launches(monkeypatch, pipelines, tmp_path):
         ["--port", "7999", "--max-pixels", "1000", "--examples", str(tmp_path), "--frame", "64"]
     )
     assert cmd.run(args) == 0
-    assert loads == [((None, "grabcut"), {"device": None, "max_new_tokens": 256, "frame": 64})]
+    assert loads == [((None, "grabcut"), {"device": None, "frame": 64})]  # the budget: the style's
     ((host, port, limits),) = launches
     assert (host, port, limits.max_pixels) == ("127.0.0.1", 7999, 1000)
 

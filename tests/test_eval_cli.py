@@ -84,6 +84,8 @@ def test_foreground_benchmark_with_the_tiny_policy_and_grabcut(tmp_path, capsys)
         "model": "default",
         "segmenter": "grabcut",
         "max_new_tokens": 8,
+        "prompt_style": "segr1",  # the embedded policy's
+        "protocol": "segr1",
     }
     recs = records(out)
     assert [r["id"] for r in recs] == sorted(fd.COD_STEMS)
@@ -133,8 +135,8 @@ def red_box(monkeypatch):
     """`segr1 eval` with RedBoxPolicy + GrabCut instead of the loaded policy (see tests/fakedata.py)."""
     import segr1.commands.eval as eval_command
 
-    def build(task, model, segmenter, *, frame, max_new_tokens, batch_size, device):
-        return fd.red_box_pipeline(task, frame or 224, batch_size)
+    def build(task, model, segmenter, *, frame, max_new_tokens, batch_size, device, **kwargs):
+        return fd.red_box_pipeline(task, frame or 224, batch_size, **kwargs)
 
     monkeypatch.setattr(eval_command, "build_pipeline", build)
 

@@ -8,7 +8,14 @@ from PIL import Image
 from scipy import ndimage
 
 from segr1.app.fakes import iou, red_discs_scene
-from segr1.pipeline import ERROR_EMPTY_MASK, ERROR_UNPARSABLE, SegR1Pipeline, SegResult, as_rgb_array
+from segr1.pipeline import (
+    ERROR_EMPTY_MASK,
+    ERROR_TRUNCATED,
+    ERROR_UNPARSABLE,
+    SegR1Pipeline,
+    SegResult,
+    as_rgb_array,
+)
 
 
 class FixedPolicy:
@@ -225,11 +232,16 @@ def test_frame_defaults_to_the_policys_own_frame_then_the_task_default():
     assert SegR1Pipeline(policy, CountingSegmenter(), task="reasoning").frame == 1024
 
 
-def test_default_system_prompt_follows_the_task():
+def test_default_system_prompt_follows_the_task_and_style():
     from segr1.prompts import system_prompt
+    from segr1.styles.seg_r1 import SYSTEM_EVAL
 
-    assert SegR1Pipeline(FixedPolicy("x"), CountingSegmenter()).system == system_prompt("foreground")
+    # a policy that records nothing is prompted like the released checkpoints (seg-r1 style)
+    assert SegR1Pipeline(FixedPolicy("x"), CountingSegmenter()).system == SYSTEM_EVAL
+    segr1 = SegR1Pipeline(FixedPolicy("x"), CountingSegmenter(), prompt_style="segr1")
+    assert segr1.system == system_prompt("foreground")
     assert SegR1Pipeline(FixedPolicy("x"), CountingSegmenter(), system="").system is None
+    assert SegR1Pipeline(FixedPolicy("x"), CountingSegmenter(), task="prerl").system is None
 
 
 @pytest.mark.parametrize(
@@ -276,8 +288,9 @@ def test_integration_tiny_policy_and_grabcut():
         assert isinstance(result.answer, str)
         assert result.mask.shape == image.shape[:2]
         assert result.overlay.shape == image.shape
-        assert result.error in (None, ERROR_UNPARSABLE, ERROR_EMPTY_MASK)
-        assert (result.error == ERROR_UNPARSABLE) == result.prompt.is_empty
+        assert result.error in (None, ERROR_UNPARSABLE, ERROR_TRUNCATED, ERROR_EMPTY_MASK)
+        assert (result.error in (ERROR_UNPARSABLE, ERROR_TRUNCATED)) == result.prompt.is_empty
+        assert (result.error == ERROR_TRUNCATED) == (result.prompt.is_empty and result.truncated)
 
 
 def test_system_prompt_follows_the_checkpoint_record():
@@ -285,6 +298,7 @@ def test_system_prompt_follows_the_checkpoint_record():
     from segr1.pipeline import SegR1Pipeline
     from segr1.policies import recorded_system_prompt
     from segr1.prompts import system_prompt
+    from segr1.styles.seg_r1 import SYSTEM_EVAL
 
     class Recorded:
         name, frame = "recorded", 224
@@ -296,7 +310,11 @@ def test_system_prompt_follows_the_checkpoint_record():
     assert SegR1Pipeline(Recorded({"system_prompt": None}), seg).system is None
     assert SegR1Pipeline(Recorded({"segr1_args": {"system_prompt": "none"}}), seg).system is None
     assert SegR1Pipeline(Recorded({"system_prompt": "Be brief."}), seg).system == "Be brief."
-    assert SegR1Pipeline(Recorded({}), seg).system == system_prompt("foreground")
-    assert SegR1Pipeline(Recorded({"system_prompt": "default"}), seg).system == system_prompt("foreground")
+    assert SegR1Pipeline(Recorded({}), seg).system == SYSTEM_EVAL  # records no style: seg-r1's
+    own = {"prompt_style": "segr1"}
+    assert SegR1Pipeline(Recorded(own), seg).system == system_prompt("foreground")
+    assert SegR1Pipeline(Recorded({**own, "system_prompt": "default"}), seg).system == system_prompt(
+        "foreground"
+    )
     assert SegR1Pipeline(Recorded({"system_prompt": None}), seg, system="Explicit.").system == "Explicit."
     assert recorded_system_prompt(None) is None

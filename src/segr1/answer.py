@@ -32,6 +32,7 @@ MAX_THINK_CHARS = 8192  # characters of the think block kept
 MAX_ABS_COORD = 1e5  # larger magnitudes are rejected as absurd
 MAX_TAGS = 64  # tags of one kind inspected
 MAX_ERRORS = 16  # error strings kept
+POINT_ASSIGNMENTS = ("inside", "all")  # SegPrompt.point_assignment values
 
 # One token per match; every alternative consumes >= 1 char and none can overlap another, so scanning is linear.
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -115,6 +116,9 @@ class SegPrompt:
     labels: (M,) int64 in {0, 1}; 1 = foreground, 0 = background.
     think: the reasoning text, if any.
     validity: how well formed the text this prompt was parsed from was.
+    point_assignment: how a segmenter pairs points with boxes: ``"inside"`` (each box takes the points inside
+        it; Seg-R1's rule, the default) or ``"all"`` (every box takes every point, as the release's reasoning
+        evaluation did with its single box); see `segr1.geometry.split_by_box`.
 
     Inputs are coerced to these dtypes/shapes (a single box ``[x1,y1,x2,y2]`` becomes shape (1, 4)); a shape
     that cannot be coerced, or labels whose length differs from the points', raises ValueError.
@@ -125,8 +129,13 @@ class SegPrompt:
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
     think: str | None = None
     validity: AnswerValidity = field(default_factory=AnswerValidity)
+    point_assignment: str = "inside"
 
     def __post_init__(self) -> None:
+        if self.point_assignment not in POINT_ASSIGNMENTS:
+            raise ValueError(
+                f"point_assignment must be one of {POINT_ASSIGNMENTS}; got {self.point_assignment!r}"
+            )
         self.boxes = _as_array(self.boxes, 4, "boxes")
         self.points = _as_array(self.points, 2, "points")
         try:
@@ -155,19 +164,24 @@ class SegPrompt:
             and np.array_equal(self.labels, other.labels)
             and self.think == other.think
             and self.validity == other.validity
+            and self.point_assignment == other.point_assignment
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form: lists of floats/ints, the think text and the validity."""
-        return {
+        """JSON-serialisable form: lists of floats/ints, the think text and the validity (and
+        ``point_assignment`` when it is not the default ``"inside"``)."""
+        out = {
             "boxes": self.boxes.tolist(),
             "points": self.points.tolist(),
             "labels": self.labels.tolist(),
             "think": self.think,
             "validity": self.validity.to_dict(),
         }
+        if self.point_assignment != "inside":
+            out["point_assignment"] = self.point_assignment
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegPrompt:
@@ -181,6 +195,7 @@ class SegPrompt:
             labels=d.get("labels") or [],
             think=d.get("think"),
             validity=AnswerValidity.from_dict(validity) if isinstance(validity, dict) else AnswerValidity(),
+            point_assignment=d.get("point_assignment") or "inside",
         )
 
     @classmethod

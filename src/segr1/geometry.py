@@ -132,6 +132,8 @@ def split_by_box(prompt: SegPrompt) -> list[SegPrompt]:
     One sub-prompt per box, holding that box and the points that lie inside it (borders included; a point
     inside several boxes goes with each). Points outside every box are dropped when there are boxes. With no
     box: a single points-only prompt. An empty prompt gives ``[]``. The caller unites the per-box masks.
+    With ``prompt.point_assignment == "all"`` every box takes every point instead (the release's reasoning
+    evaluation: one box with all the points).
     """
     if prompt.boxes.shape[0] == 0:
         if prompt.points.shape[0] == 0:
@@ -142,6 +144,8 @@ def split_by_box(prompt: SegPrompt) -> list[SegPrompt]:
     px, py = prompt.points[:, 0], prompt.points[:, 1]
     for box in boxes:
         inside = (px >= box[0]) & (px <= box[2]) & (py >= box[1]) & (py <= box[3])
+        if prompt.point_assignment == "all":
+            inside = np.ones_like(inside)
         out.append(_with(prompt, box[None, :].copy(), prompt.points[inside], prompt.labels[inside]))
     return out
 

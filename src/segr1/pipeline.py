@@ -6,7 +6,10 @@ Data flow per batch of images::
     answer ──parse──> SegPrompt (model frame) ──scale──> SegPrompt (image frame)
     image + SegPrompt (image frame) ──segmenter──> mask (H, W) bool ──> overlay (H, W, 3) uint8
 
-The policy is called once per batch of images, the segmenter once per image.
+The policy is called once per batch of images (once per distinct system turn), the segmenter once per image.
+The instruction, system turn, frame and answer budget come from the checkpoint's prompt style
+(:mod:`segr1.styles`), the parser from its answer format (:mod:`segr1.formats`), and the release-protocol
+switches (:mod:`segr1.protocol`) from ``protocol``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ERROR_UNPARSABLE = "unparsable answer"
+ERROR_TRUNCATED = "truncated answer"  # the budget ran out before the answer held a usable prompt
 ERROR_EMPTY_MASK = "empty mask"
+PIPELINE_STAGES = ("eval", "demo")
 
 ImageInput = Image.Image | np.ndarray
 
@@ -45,8 +50,11 @@ class SegResult:
         mask: (H, W) bool at the original image size; all False when ``error`` is set.
         overlay: (H, W, 3) uint8 RGB: the image with the mask, boxes and points drawn.
         timings: seconds: ``generate_s`` (this image's share of the batched policy call), ``segment_s``.
-        error: None on success, else why no usable mask came out ("unparsable answer", "empty mask", ...).
+        error: None on success, else why no usable mask came out ("unparsable answer", "truncated answer",
+            "empty mask", ...).
         frame: side of the square model frame the policy saw.
+        truncated: the answer used the whole ``max_new_tokens`` budget without finishing (when the policy
+            backend says so; see `segr1.policies.generate_with_info`).
     """
 
     answer: str
@@ -57,6 +65,7 @@ class SegResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     frame: int = 0
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,6 +87,7 @@ class SegResult:
             "image_size": list(self.image_size),
             "mask_area": int(np.count_nonzero(self.mask)),
             "error": self.error,
+            "truncated": self.truncated,
             "timings": {k: round(float(v), 6) for k, v in self.timings.items()},
         }
 
@@ -121,14 +131,20 @@ class SegR1Pipeline:
         segmenter: a ``segr1.segmenters.Segmenter`` (``segment(image, prompts)``).
         task: "foreground", "referring", "reasoning" or "prerl"; picks the instruction template.
         frame: side of the square model frame; None -> ``policy.frame`` when the policy records the frame
-            it was trained at, else ``segr1.prompts.DEFAULT_FRAME[task]`` (768 foreground, 1024
-            referring/reasoning, as the released checkpoints were trained).
+            it was trained at, else the prompt style's (768 foreground, 1024 referring/reasoning; 1024 for
+            the seg-r1 style's demo stage).
         system: system prompt passed to the policy; None -> the one the checkpoint records in
-            ``segr1_policy.json`` (``policy.metadata``), else ``segr1.prompts.system_prompt(task)`` (the
-            Seg-R1 system prompt for the box tasks, none for "prerl"); "" -> no system turn.
-        max_new_tokens: generation budget per answer.
+            ``segr1_policy.json`` (``policy.metadata``), else the prompt style's (for the seg-r1 demo stage it
+            depends on the typed text); "" -> no system turn.
+        max_new_tokens: generation budget per answer; None -> the prompt style's (segr1: 256; seg-r1: the
+            release's 1024 foreground, 512 referring/reasoning, 1024 demo).
         temperature: 0 -> greedy decoding.
         batch_size: images per policy call.
+        prompt_style: a style name or object; None -> `segr1.styles.style_for(policy.metadata)` (what the
+            checkpoint records; ``seg-r1`` when it records nothing).
+        answer_format: a format name or object; None -> what the checkpoint records, else ``seg-r1``'s tags.
+        protocol: release-protocol switches (`segr1.protocol.get_protocol` spec or object); None -> ``segr1``.
+        stage: "eval" (default) or "demo": which of the style's texts, frames and budgets to use.
 
     Calling the pipeline on one image returns one :class:`SegResult`; on a sequence, a list.
     """
@@ -140,18 +156,34 @@ class SegR1Pipeline:
         task: str = "foreground",
         frame: int | None = None,
         system: str | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
         temperature: float = 0.0,
         batch_size: int = 4,
+        *,
+        prompt_style: Any = None,
+        answer_format: Any = None,
+        protocol: Any = None,
+        stage: str = "eval",
     ) -> None:
-        from segr1.prompts import DEFAULT_FRAME, TASKS, system_prompt
+        from segr1.formats import format_for
+        from segr1.protocol import get_protocol
+        from segr1.styles import TASKS, style_for
 
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if frame is None:  # the checkpoint's own frame when it records one, else the task default
-            frame = getattr(policy, "frame", None) or DEFAULT_FRAME[task]
+        if stage not in PIPELINE_STAGES:
+            raise ValueError(f"stage must be one of {PIPELINE_STAGES}, got {stage!r}")
+        metadata = getattr(policy, "metadata", None) or {}
+        self.style = style_for(metadata, prompt_style)
+        self.answer_format = format_for(metadata, answer_format)
+        self.protocol = get_protocol(protocol, "demo" if stage == "demo" else "eval")
+        self.stage = stage
+        if frame is None:  # the checkpoint's own frame when it records one, else the style's
+            frame = getattr(policy, "frame", None) or self.style.frame(task, stage)
         if not isinstance(frame, int) or isinstance(frame, bool) or frame < 1:
             raise ValueError(f"frame must be a positive int (pixels), got {frame!r}")
+        if max_new_tokens is None:
+            max_new_tokens = self.style.max_new_tokens(task, stage)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0:
@@ -170,17 +202,28 @@ class SegR1Pipeline:
         if system is None:  # the system turn the checkpoint was trained with, when it records one
             from segr1.policies import recorded_system_prompt
 
-            system = recorded_system_prompt(getattr(policy, "metadata", None))
-        self.system = system_prompt(task) if system is None else (system or None)
+            system = recorded_system_prompt(metadata)
+        self._system = system  # None: the style's; "": no system turn; else this text
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.batch_size = batch_size
+
+    @property
+    def system(self) -> str | None:
+        """The system turn of an instruction that does not choose its own (None: no system turn)."""
+        return self.system_for(None)
+
+    def system_for(self, user_text: str | None) -> str | None:
+        """The system turn paired with ``user_text`` (the seg-r1 demo stage picks it by the text)."""
+        if self._system is not None:
+            return self._system or None
+        return self.style.system(self.task, self.stage, user_text)
 
     @classmethod
     def from_specs(
         cls,
         model: str | None = None,
-        segmenter: str = "grabcut",
+        segmenter: str | None = None,
         task: str = "foreground",
         device: str | None = None,
         **kwargs: Any,
@@ -191,27 +234,40 @@ class SegR1Pipeline:
             model: policy spec for ``segr1.policies.load_policy``: None -> the embedded default,
                 else a hub id (``geshang/Seg-R1-7B``) or a local checkpoint folder.
             segmenter: spec for ``segr1.segmenters.load_segmenter``: "grabcut", "sam2-hf:<id|folder>",
-                "sam2:<config>@<checkpoint>".
+                "sam2:<config>@<checkpoint>"; None -> `segr1.defaults.default_segmenter(model)` (GrabCut for
+                the embedded policy, SAM2.1-hiera-large for any other).
             task: see :class:`SegR1Pipeline`.
             device: e.g. "cuda", "cpu"; None lets each backend choose.
-            **kwargs: the other :class:`SegR1Pipeline` arguments (frame, system, max_new_tokens, ...).
+            **kwargs: the other :class:`SegR1Pipeline` arguments (frame, system, max_new_tokens, prompt_style,
+                protocol, ...). The protocol's SAM2 switches (fp32, single-point mask) reach the segmenter.
         """
-        from segr1.policies import load_policy
+        from segr1.defaults import default_segmenter
+        from segr1.policies import load_policy, parse_policy_spec
+        from segr1.protocol import get_protocol, segmenter_options
         from segr1.segmenters import load_segmenter
 
-        seg = load_segmenter(segmenter, device=device)  # first: a bad spec fails before the big model loads
+        _, source = parse_policy_spec(model)  # a bad --model fails before anything loads
+        if source is not None:  # a missing folder or an uncached hub id offline: say so before SAM2 loads
+            from segr1.hub import check_model_source
+
+            check_model_source(source, "policy", "geshang/Seg-R1-7B")
+        options = segmenter_options(get_protocol(kwargs.get("protocol")))
+        spec = segmenter if segmenter is not None else default_segmenter(model)
+        seg = load_segmenter(spec, device=device, **options)  # before the big policy: a bad spec fails fast
         return cls(load_policy(model, device=device), seg, task=task, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"SegR1Pipeline(policy={getattr(self.policy, 'name', '?')!r}, "
-            f"segmenter={getattr(self.segmenter, 'name', '?')!r}, task={self.task!r}, frame={self.frame})"
+            f"segmenter={getattr(self.segmenter, 'name', '?')!r}, task={self.task!r}, frame={self.frame}, "
+            f"prompt_style={self.style.name!r}, protocol={self.protocol.name!r})"
         )
 
     def __call__(
         self,
         images: ImageInput | Sequence[ImageInput],
         texts: str | Sequence[str | None] | None = None,
+        query_kinds: str | Sequence[str | None] | None = None,
     ) -> SegResult | list[SegResult]:
         """Segment one image or a sequence of images.
 
@@ -219,18 +275,28 @@ class SegR1Pipeline:
             images: a PIL image / (H, W, 3) uint8 RGB array, or a sequence of them (sizes may differ).
             texts: the referring expression or question: one string for all images, one per image, or
                 None (foreground task). Required for "referring" and "reasoning".
+            query_kinds: reasoning queries: "sentence" or "phrase" (ReasonSeg's ``is_sentence``), one for all
+                or one per image; styles with a template per kind use it (None: the sentence one).
 
         Returns:
-            one :class:`SegResult` for a single image, else a list in input order. Unparsable answers and
-            empty masks are recorded in ``SegResult.error``, not raised.
+            one :class:`SegResult` for a single image, else a list in input order. Unparsable and truncated
+            answers and empty masks are recorded in ``SegResult.error``, not raised.
         """
         single = isinstance(images, (Image.Image, np.ndarray))
         image_list: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item]
         text_list = self._texts_for(texts, len(image_list))
+        if query_kinds is None or isinstance(query_kinds, str):
+            kind_list: list[str | None] = [query_kinds] * len(image_list)
+        else:
+            kind_list = list(query_kinds)
+            if len(kind_list) != len(image_list):
+                raise ValueError(f"got {len(kind_list)} query kinds for {len(image_list)} images")
         results: list[SegResult] = []
         for start in range(0, len(image_list), self.batch_size):
             stop = start + self.batch_size
-            results.extend(self._run_batch(image_list[start:stop], text_list[start:stop]))
+            results.extend(
+                self._run_batch(image_list[start:stop], text_list[start:stop], kind_list[start:stop])
+            )
         return results[0] if single else results
 
     def _texts_for(self, texts: str | Sequence[str | None] | None, n: int) -> list[str | None]:
@@ -248,47 +314,63 @@ class SegR1Pipeline:
                 )
         return text_list
 
-    def _run_batch(self, images: list[ImageInput], texts: list[str | None]) -> list[SegResult]:
-        from segr1.geometry import resize_to_frame
-        from segr1.prompts import build_instruction
+    def _run_batch(
+        self, images: list[ImageInput], texts: list[str | None], kinds: list[str | None]
+    ) -> list[SegResult]:
+        from segr1.policies import generate_with_info
+        from segr1.protocol import model_image
 
         arrays = [as_rgb_array(im) for im in images]
-        model_images = [resize_to_frame(Image.fromarray(a), self.frame) for a in arrays]
-        instructions = [build_instruction(self.task, t, self.frame) for t in texts]
+        model_images = [model_image(a, self.frame, self.protocol) for a in arrays]
+        instructions = [
+            self.style.user(self.task, t, frame=self.frame, stage=self.stage, query_kind=k)
+            for t, k in zip(texts, kinds, strict=True)
+        ]
+        systems = [self.system_for(u) for u in instructions]
+        answers: list[str] = [""] * len(arrays)
+        truncated: list[bool] = [False] * len(arrays)
         t0 = time.perf_counter()
-        completions = self.policy.generate(
-            model_images,
-            instructions,
-            num_samples=1,
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
-            system=self.system,
-        )
+        for system in dict.fromkeys(systems):  # one policy call per distinct system turn, in first-seen order
+            idx = [i for i, s in enumerate(systems) if s == system]
+            got = generate_with_info(
+                self.policy,
+                [model_images[i] for i in idx],
+                [instructions[i] for i in idx],
+                num_samples=1,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                system=system,
+            )
+            if len(got.texts) != len(idx):
+                raise RuntimeError(f"policy returned {len(got.texts)} answers for {len(idx)} images")
+            for j, i in enumerate(idx):
+                answers[i] = got.texts[j][0] if got.texts[j] else ""
+                truncated[i] = bool(got.truncated[j][0]) if got.truncated[j] else False
         generate_s = (time.perf_counter() - t0) / max(len(arrays), 1)
-        if len(completions) != len(arrays):
-            raise RuntimeError(f"policy returned {len(completions)} answers for {len(arrays)} images")
         return [
-            self._finish(array, samples[0] if samples else "", generate_s)
-            for array, samples in zip(arrays, completions, strict=True)
+            self._finish(array, answer, generate_s, cut)
+            for array, answer, cut in zip(arrays, answers, truncated, strict=True)
         ]
 
-    def _finish(self, image: np.ndarray, answer: str, generate_s: float) -> SegResult:
+    def _finish(
+        self, image: np.ndarray, answer: str, generate_s: float, truncated: bool = False
+    ) -> SegResult:
         """Parse one answer, map it to the image frame, segment and draw."""
-        from segr1.answer import parse_answer
         from segr1.geometry import to_image_frame
         from segr1.overlay import draw_overlay
+        from segr1.protocol import adjust_prompt
 
         height, width = image.shape[:2]
-        prompt_model = parse_answer(answer)
+        prompt_model = adjust_prompt(self.answer_format.parse(answer), self.task, self.protocol)
         prompt = to_image_frame(prompt_model, (width, height), self.frame)
         mask = np.zeros((height, width), dtype=bool)
         error: str | None = None
         t0 = time.perf_counter()
         if prompt.is_empty:
-            error = ERROR_UNPARSABLE
+            error = ERROR_TRUNCATED if truncated else ERROR_UNPARSABLE
         else:
             try:
-                mask = self._segment(image, prompt)
+                mask = self._segment(image, prompt, prompt_model)
             except Exception as exc:  # a bad image or prompt must not stop a batch job
                 name = getattr(self.segmenter, "name", "?")
                 logger.error("segmenter %r failed: %s: %s", name, type(exc).__name__, exc)
@@ -307,13 +389,37 @@ class SegR1Pipeline:
             timings={"generate_s": generate_s, "segment_s": segment_s},
             error=error,
             frame=self.frame,
+            truncated=truncated,
         )
 
-    def _segment(self, image: np.ndarray, prompt: SegPrompt) -> np.ndarray:
-        (mask,) = self.segmenter.segment(image, [prompt])
-        mask = np.asarray(mask).astype(bool)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"segmenter returned a mask of shape {mask.shape} for an image of {image.shape[:2]}"
+    def _segment(
+        self, image: np.ndarray, prompt: SegPrompt, prompt_model: SegPrompt | None = None
+    ) -> np.ndarray:
+        """The (H, W) bool mask of ``prompt`` (image frame) on ``image``; the protocol's ``ablation_*`` switches
+        instead segment the squashed model-frame image (with ``prompt_model``) and/or swap its channels."""
+        protocol = self.protocol
+        on_frame = protocol.ablation_sam_on_model_frame and prompt_model is not None
+        if on_frame:
+            from segr1.geometry import clip_prompt
+
+            seg_image = np.asarray(
+                Image.fromarray(image).resize((self.frame, self.frame), Image.Resampling.BILINEAR)
             )
+            seg_prompt = clip_prompt(prompt_model, (self.frame, self.frame))
+        else:
+            seg_image, seg_prompt = image, prompt
+        if protocol.ablation_bgr_to_sam:
+            seg_image = np.ascontiguousarray(seg_image[:, :, ::-1])
+        (mask,) = self.segmenter.segment(seg_image, [seg_prompt])
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != seg_image.shape[:2]:
+            raise ValueError(
+                f"segmenter returned a mask of shape {mask.shape} for an image of {seg_image.shape[:2]}"
+            )
+        if on_frame:  # back to the image size as the release did: bilinear on 0/255, then > 128
+            height, width = image.shape[:2]
+            back = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+            mask = np.asarray(back) > 128
         return mask

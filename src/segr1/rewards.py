@@ -37,6 +37,7 @@ from segr1.geometry import to_image_frame
 logger = logging.getLogger(__name__)
 
 REWARD_NAMES = ("format", "format_points", "segmentation", "length")
+S_MEASURE_MODES = ("true", "area_penalty")  # SegmentationReward(s_measure=...): "area_penalty" is an ablation
 MASK_THRESHOLD = (
     128  # 8-bit GT maps: foreground is > 128 (PySODMetrics); bool and 0/1 masks are used as they are
 )
@@ -79,12 +80,19 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
 format_reward.__name__ = "format"
 
 
-def points_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """The pre-RL (points-only) format reward: 1.0 when think, points and labels are valid (no box needed)."""
-    return [
-        1.0 if parse_answer(completion_text(c)).validity.is_complete(points_only=True) else 0.0
-        for c in completions
-    ]
+def points_format_reward(
+    completions: Sequence[Any], *, require_think: bool = True, **kwargs: Any
+) -> list[float]:
+    """The pre-RL (points-only) format reward: 1.0 when think, points and labels are valid (no box needed).
+
+    ``require_think=False``: points and labels alone, as the Seg-R1 release's pre-RL format reward (its pre-RL
+    prompt, the seg-r1 style's, asks for no ``<think>`` block)."""
+    rewards = []
+    for c in completions:
+        v = parse_answer(completion_text(c)).validity
+        ok = v.is_complete(points_only=True) if require_think else (v.points and v.labels)
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
 
 
 points_format_reward.__name__ = "format_points"
@@ -192,6 +200,11 @@ class SegmentationReward:
        image or an array, see `decode_mask`). A prediction at another resolution than the ground truth is
        resized (nearest) to the ground truth's, so scores are always taken against the real binary mask.
 
+    Release-protocol options (`segr1.protocol`): ``requires_complete`` scores 0.0 unless the box, points and
+    labels all parse (with ``points_only``: points and labels), as the release's reward did; ``s_measure=
+    "area_penalty"`` is an ABLATION that replaces the S-measure term by ``1 - mean(prediction)``, what the
+    release's reward computed by thresholding its 0/1 ground truth at 128 again (an all-background target).
+
     An unparsable or empty answer scores 0.0; a segmenter or ground-truth failure scores the affected
     completions 0.0 and is counted (``last_stats["errors"]``), never raised. After each call ``last_stats``
     holds the batch means (``mask_iou``, ``s_measure``, ``empty``) and ``last_mean_iou`` the mean IoU
@@ -213,7 +226,12 @@ class SegmentationReward:
         name: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        requires_complete: bool = False,
+        s_measure: str = "true",
+        single_point_multimask: bool = True,
     ) -> None:
+        if s_measure not in S_MEASURE_MODES:
+            raise ValueError(f"s_measure must be one of {S_MEASURE_MODES}; got {s_measure!r}")
         if not isinstance(frame, int) or frame <= 0:
             raise ValueError(f"frame must be a positive int (the model frame side, e.g. 768); got {frame!r}")
         if iou_weight < 0 or s_weight < 0 or iou_weight + s_weight <= 0:
@@ -223,7 +241,11 @@ class SegmentationReward:
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1; got {num_workers}")
         self._segmenter = segmenter
-        self._segmenter_kwargs = {"device": device, "dtype": dtype}
+        self._segmenter_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        if not single_point_multimask:
+            self._segmenter_kwargs["single_point_multimask"] = False
+        self.requires_complete = requires_complete
+        self.s_measure = s_measure
         self.frame = frame
         self.iou_weight = float(iou_weight)
         self.s_weight = float(s_weight)
@@ -265,6 +287,10 @@ class SegmentationReward:
 
     def _parse(self, completion: Any) -> SegPrompt:
         prompt = parse_answer(completion_text(completion))
+        if self.requires_complete:
+            v = prompt.validity
+            if not (v.points and v.labels and (self.points_only or v.bbox)):
+                return SegPrompt(validity=v)  # scores 0, as an empty answer
         if self.points_only and prompt.boxes.shape[0]:
             prompt = replace(prompt, boxes=np.zeros((0, 4)))
         return prompt
@@ -354,7 +380,10 @@ class SegmentationReward:
                 gt = gt_cache[key]
                 pred = _resize_nearest(pred, gt.shape)
                 ious[i] = float(mask_iou(pred, gt))
-                sms[i] = min(1.0, max(0.0, float(s_measure(pred, gt))))
+                if self.s_measure == "area_penalty":  # ABLATION: the release's S-measure on a 0/1 GT > 128
+                    sms[i] = 1.0 - float(pred.mean())
+                else:
+                    sms[i] = min(1.0, max(0.0, float(s_measure(pred, gt))))
                 rewards[i] = self.iou_weight * ious[i] + self.s_weight * sms[i]
             except Exception:  # a broken ground truth must not stop training either
                 logger.exception("could not score completion %d against its ground truth; scoring it 0", i)

@@ -78,6 +78,29 @@ class LockedPolicy:
                 system=system,
             )
 
+    def generate_detailed(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> Any:
+        """``segr1.policies.generate_with_info`` under the lock (answers and which ones hit the budget)."""
+        from segr1.policies import generate_with_info
+
+        with self._lock:
+            return generate_with_info(
+                self.policy,
+                images,
+                instructions,
+                num_samples=num_samples,
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                system=system,
+            )
+
 
 def make_pipelines(
     policy: Any, segmenter: Any, tasks: Sequence[str] = DEMO_TASKS, **pipeline_kwargs: Any
@@ -85,8 +108,9 @@ def make_pipelines(
     """One ``SegR1Pipeline`` per task sharing ``policy`` (wrapped in a :class:`LockedPolicy`) and ``segmenter``.
 
     The model frame is the policy's own ``frame`` when it records one (the frame it was trained at), else
-    the task default (768 foreground, 1024 referring/reasoning); ``pipeline_kwargs`` (e.g. ``frame``,
-    ``max_new_tokens``) override it.
+    the prompt style's (768 foreground, 1024 referring/reasoning; 1024 at the seg-r1 demo stage);
+    ``pipeline_kwargs`` (e.g. ``frame``, ``max_new_tokens``, ``prompt_style``, ``protocol``, ``stage``) go to
+    every ``SegR1Pipeline``.
     """
     from segr1.pipeline import SegR1Pipeline
 
@@ -98,7 +122,7 @@ def make_pipelines(
 
 def load_pipelines(
     model: str | None = None,
-    segmenter: str = "grabcut",
+    segmenter: str | None = None,
     device: str | None = None,
     **pipeline_kwargs: Any,
 ) -> dict[str, SegR1Pipeline]:
@@ -106,14 +130,19 @@ def load_pipelines(
 
     Args:
         model: policy spec for ``segr1.policies.load_policy`` (None = the embedded tiny default).
-        segmenter: spec for ``segr1.segmenters.load_segmenter`` ("grabcut", "sam2-hf:<id|folder>", ...).
+        segmenter: spec for ``segr1.segmenters.load_segmenter`` ("grabcut", "sam2-hf:<id|folder>", ...);
+            None: GrabCut for the embedded policy, SAM2.1-hiera-large for any other
+            (`segr1.defaults.default_segmenter`).
         device: "cuda", "cpu", ...; None lets each backend choose.
     """
+    from segr1.defaults import default_segmenter
     from segr1.policies import load_policy
+    from segr1.protocol import get_protocol, segmenter_options
     from segr1.segmenters import load_segmenter
 
     policy = load_policy(model, device=device)
-    seg = load_segmenter(segmenter, device=device)
+    options = segmenter_options(get_protocol(pipeline_kwargs.get("protocol"), "demo"))
+    seg = load_segmenter(segmenter or default_segmenter(model), device=device, **options)
     return make_pipelines(policy, seg, **pipeline_kwargs)
 
 

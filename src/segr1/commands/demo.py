@@ -10,11 +10,16 @@ The policy and the segmenter load once, at start. Requests are queued (--concurr
 a message, not a crash.
 
 Default model (no --model): the embedded tiny policy, which runs offline on CPU (see `segr1 segment -h`);
-for real photos pass --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large.
+for real photos pass --model geshang/Seg-R1-7B (the segmenter then defaults to
+sam2-hf:facebook/sam2.1-hiera-large). The checkpoint is prompted in its prompt style (seg-r1, the release's
+texts, unless it records another); each task builds its evaluation instruction. --protocol seg-r1 runs the
+release demo's rule instead: the typed text verbatim, a system prompt chosen by whether it says "segment" or
+"mask", a 1024 frame and a 1024-token budget (docs/fidelity.md).
 
 Examples:
   segr1 demo
-  segr1 demo --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large --device cuda
+  segr1 demo --model geshang/Seg-R1-7B --device cuda
+  segr1 demo --model geshang/Seg-R1-7B --protocol seg-r1      # the release demo's prompting
   segr1 demo --host 0.0.0.0 --port 8080 --max-upload-mb 5
 """
 
@@ -25,7 +30,13 @@ import logging
 import sys
 from pathlib import Path
 
-from segr1.commands._common import add_model_arguments
+from segr1.commands._common import (
+    add_fidelity_arguments,
+    add_model_arguments,
+    check_fidelity_arguments,
+    debug_requested,
+    error_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a request still running after S seconds is answered 'took too long' (default: 120)",
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer length budget (default: the prompt style's; 256 for the embedded tiny model)",
     )
+    add_fidelity_arguments(parser)
     parser.add_argument(
         "--frame",
         type=int,
@@ -98,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(f"--port must be in 1..65535, got {args.port}")
     if args.frame is not None and args.frame < 1:
         return _usage_error(f"--frame must be a positive number of pixels, got {args.frame}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _usage_error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    error = check_fidelity_arguments(args, "demo")
+    if error:
+        return _usage_error(error)
     if args.examples is not None and not args.examples.is_dir():
         return _usage_error(f"--examples {args.examples} is not a folder")
     from segr1.app.handler import DemoLimits
@@ -122,21 +141,43 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         return _usage_error("the demo needs Gradio: pip install 'segr1[demo]'")
     from segr1.app.demo import build_app, default_examples, launch, load_pipelines
+    from segr1.defaults import default_segmenter
 
-    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", args.segmenter)
-    pipeline_kwargs = {"max_new_tokens": args.max_new_tokens}
-    if args.frame is not None:
-        pipeline_kwargs["frame"] = args.frame
+    segmenter = args.segmenter or default_segmenter(args.model)
+    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", segmenter)
+    pipeline_kwargs = demo_pipeline_kwargs(args)
     try:
-        pipelines = load_pipelines(args.model, args.segmenter, device=args.device, **pipeline_kwargs)
-    except ValueError as exc:  # a bad --model / --segmenter / --device value
-        return _usage_error(str(exc))
+        pipelines = load_pipelines(args.model, segmenter, device=args.device, **pipeline_kwargs)
+    except (ValueError, OSError) as exc:  # a bad --model / --segmenter / --device value, unloadable weights
+        if debug_requested(args):
+            raise
+        return _usage_error(error_message(exc))  # one line; the traceback only with --debug
     app = build_app(
         pipelines, examples=default_examples(args.examples), limits=limits, note=_model_note(args.model)
     )
     logger.info("serving on http://%s:%d (Ctrl+C to stop)", args.host, args.port)
     launch(app, args.host, args.port, limits, block=True, share=args.share)
     return 0
+
+
+def demo_pipeline_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The ``SegR1Pipeline`` options of the demo: frame and budget when given, the prompt style, the protocol,
+    and the stage: ``demo`` (the release demo's prompting) when the protocol's ``demo_prompt`` is
+    ``release``, else ``eval`` (each task's evaluation instruction)."""
+    from segr1.protocol import get_protocol
+
+    kwargs: dict[str, object] = {}
+    if args.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    if args.frame is not None:
+        kwargs["frame"] = args.frame
+    if args.prompt_style is not None:
+        kwargs["prompt_style"] = args.prompt_style
+    if args.protocol is not None:
+        kwargs["protocol"] = args.protocol
+        if get_protocol(args.protocol, "demo").demo_prompt == "release":
+            kwargs["stage"] = "demo"
+    return kwargs
 
 
 def _model_note(model: str | None) -> str | None:

@@ -3,13 +3,18 @@
   segr1 eval foreground --dataset cod10k --data-root datasets --out runs/cod10k
   segr1 eval foreground --images scenes/images --masks scenes/masks --out runs/scenes
   segr1 eval referring --dataset refcoco --split testA --data-root datasets --out runs/refcoco-testA \\
-      --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large
+      --model geshang/Seg-R1-7B
   segr1 eval reasoning --split val --data-root datasets --out runs/reasonseg-val
+  segr1 eval referring --dataset refcoco --split val --data-root datasets --out runs/refcoco-release \\
+      --model geshang/Seg-R1-7B --protocol seg-r1      # the release's own evaluation protocol
 
 Writes OUT/pred/<id>.png (0/255 at the ground-truth size), OUT/samples.jsonl (one record per sample:
 answer, prompts in the image frame, IoU, error), OUT/metrics.json (foreground: S-measure, weighted F, MAE,
 E/F-measures; referring/reasoning: gIoU, cIoU; with n_total, n_ok, n_failed, n_scored and failures by
-reason) and OUT/report.html (best and worst cases). Running the same command again resumes an interrupted
+reason) and OUT/report.html (best and worst cases). With any --model the segmenter defaults to
+sam2-hf:facebook/sam2.1-hiera-large and the prompts, frame and budget to the checkpoint's prompt style
+(seg-r1, the release's, unless it records another); --protocol seg-r1 evaluates as the release did where that
+is reproducible (docs/fidelity.md). Running the same command again resumes an interrupted
 run. Several processes: accelerate launch --num_processes N -m segr1.cli eval ... (on CPU-only machines add
 --multi_gpu so accelerate starts torchrun; segr1 then uses the gloo backend). See docs/evaluation.md.
 """
@@ -22,7 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segr1.commands._common import add_model_arguments
+from segr1.commands._common import (
+    add_fidelity_arguments,
+    add_model_arguments,
+    check_fidelity_arguments,
+    debug_requested,
+    error_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="side of the square model frame (default: the checkpoint's, else 768 foreground, 1024 others)",
         )
         model.add_argument(
-            "--max-new-tokens", type=int, default=256, metavar="N", help="answer budget (default 256)"
+            "--max-new-tokens",
+            type=int,
+            default=None,
+            metavar="N",
+            help="answer budget (default: the prompt style's; seg-r1: 1024 foreground, 512 referring/reasoning; "
+            "segr1: 256)",
         )
+        add_fidelity_arguments(model)
         model.add_argument(
             "--batch-size", type=int, default=4, metavar="N", help="samples per policy call (default 4)"
         )
@@ -138,30 +155,40 @@ def _usage_error(message: str) -> int:
 def build_pipeline(
     task: str,
     model: str | None,
-    segmenter: str,
+    segmenter: str | None,
     *,
     frame: int | None,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     batch_size: int,
     device: str | None,
+    prompt_style: str | None = None,
+    protocol: str | None = None,
 ) -> Any:
     """Load the policy and the segmenter and build a :class:`segr1.pipeline.SegR1Pipeline`.
 
-    ``frame`` None: the frame the checkpoint records (``policy.frame``), else the task default.
+    ``frame`` None: the frame the checkpoint records (``policy.frame``), else the prompt style's;
+    ``max_new_tokens`` None: the style's; ``segmenter`` None: `segr1.defaults.default_segmenter`.
     """
+    from segr1.defaults import default_segmenter
     from segr1.pipeline import SegR1Pipeline
     from segr1.policies import load_policy
+    from segr1.protocol import get_protocol, segmenter_options
     from segr1.segmenters import load_segmenter
 
     policy = load_policy(model, device=device)
     frame = frame or getattr(policy, "frame", None)
+    seg = load_segmenter(
+        segmenter or default_segmenter(model), device=device, **segmenter_options(get_protocol(protocol))
+    )
     return SegR1Pipeline(
         policy,
-        load_segmenter(segmenter, device=device),
+        seg,
         task=task,
         frame=frame,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        prompt_style=prompt_style,
+        protocol=protocol,
     )
 
 
@@ -174,8 +201,12 @@ def _is_dis(dataset: str | None) -> bool:
 
 def _check(args: argparse.Namespace) -> str | None:
     for name in ("batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} must be >= 1, got {value}"
+    error = check_fidelity_arguments(args)
+    if error:
+        return error
     if args.frame is not None and args.frame < 1:
         return f"--frame must be a positive number of pixels, got {args.frame}"
     if args.limit is not None and args.limit < 0:
@@ -196,8 +227,12 @@ def run(args: argparse.Namespace) -> int:
     error = _check(args)
     if error:
         return _usage_error(error)
+    from segr1.defaults import default_segmenter
     from segr1.evaluate import EvalConfig, default_state, evaluate, load_eval_samples
+    from segr1.protocol import describe, get_protocol
 
+    protocol = get_protocol(args.protocol)
+    segmenter = args.segmenter or default_segmenter(args.model)
     try:
         samples, settings = load_eval_samples(
             task,
@@ -208,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             images=getattr(args, "images", None),
             masks=getattr(args, "masks", None),
             manifest=args.manifest,
+            protocol=protocol,
         )
     except (ValueError, FileNotFoundError) as exc:
         return _usage_error(str(exc))
@@ -215,24 +251,31 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device is None and state.num_processes > 1:
         device = "cpu" if state.device.type == "cpu" else str(state.device)
-    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", args.segmenter)
+    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", segmenter)
     try:
         pipeline = build_pipeline(
             task,
             args.model,
-            args.segmenter,
+            segmenter,
             frame=args.frame,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             device=device,
+            prompt_style=args.prompt_style,
+            protocol=args.protocol,
         )
-    except ValueError as exc:  # a bad --model / --segmenter / --device value
-        return _usage_error(str(exc))
+    except (ValueError, OSError) as exc:  # a bad --model / --segmenter / --device value, unloadable weights
+        if debug_requested(args):
+            raise
+        return _usage_error(error_message(exc))  # one line; the traceback only with --debug
+    style = getattr(getattr(pipeline, "style", None), "name", None)
     settings.update(
         model=args.model or "default",
-        segmenter=args.segmenter,
+        segmenter=segmenter,
         frame=int(pipeline.frame),
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=getattr(pipeline, "max_new_tokens", args.max_new_tokens),
+        prompt_style=args.prompt_style or style,
+        protocol=describe(protocol),
     )
     boundary = getattr(args, "boundary", False) or _is_dis(settings.get("dataset"))
     config = EvalConfig(
@@ -245,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         boundary=boundary,
+        ignore_regions=protocol.reasonseg_ignore == "exclude",
     )
     from segr1.evaluate.records import SettingsMismatch
 

@@ -12,17 +12,22 @@ into the same --out replaces the files and the results.jsonl line of each image 
 Default model (no --model): the embedded tiny Seg-R1 policy shipped in the package, trained on synthetic
 scenes; it runs offline on CPU and is only meaningful for simple synthetic-like images. Until it is
 shipped, the default is an untrained tiny random model whose answers are mostly unparsable. For real
-photos pass --model geshang/Seg-R1-7B (needs the Hugging Face hub and a GPU) and
---segmenter sam2-hf:facebook/sam2.1-hiera-large.
+photos pass --model geshang/Seg-R1-7B (needs the Hugging Face hub and a GPU); with any --model the
+segmenter defaults to sam2-hf:facebook/sam2.1-hiera-large.
 
-Unreadable images, unparsable answers and empty masks are reported per image (logged and in the JSON
-line) and the run goes on. Exit code: 0 if every image gave a non-empty mask from a parsed answer,
+Any --model is prompted in its prompt style (--prompt-style): the one its segr1_policy.json records, else
+seg-r1, the released checkpoints' exact texts, frames and budgets (1024 new tokens foreground, 512
+referring/reasoning). --protocol seg-r1 also switches on the release's answer handling and image chain
+(docs/fidelity.md).
+
+Unreadable images, unparsable or truncated answers and empty masks are reported per image (logged and in
+the JSON line) and the run goes on. Exit code: 0 if every image gave a non-empty mask from a parsed answer,
 1 otherwise, 2 for usage errors.
 
 Examples:
   segr1 segment photo.png
   segr1 segment a.jpg b.jpg --task referring --text "the dog on the left" \\
-      --model geshang/Seg-R1-7B --segmenter sam2-hf:facebook/sam2.1-hiera-large --device cuda
+      --model geshang/Seg-R1-7B --device cuda
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segr1.commands._common import add_model_arguments, check_image_files, describe_problems
+from segr1.commands._common import (
+    add_fidelity_arguments,
+    add_model_arguments,
+    check_fidelity_arguments,
+    check_image_files,
+    debug_requested,
+    describe_problems,
+    error_message,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,8 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=4, metavar="N", help="images per policy call (default: 4)"
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=256, metavar="N", help="answer length budget (default: 256)"
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer length budget (default: the prompt style's: 256 for the embedded tiny model; seg-r1: 1024 "
+        "foreground, 512 referring/reasoning)",
     )
+    add_fidelity_arguments(parser)
 
 
 def _description(current: str | None) -> str:
@@ -105,8 +124,9 @@ def _description(current: str | None) -> str:
         if para.startswith(_DEFAULT_MODEL_PARAGRAPH_START):
             body = " ".join(str(DEFAULT_POLICY_DESCRIPTION).split())
             paragraphs[i] = textwrap.fill(
-                f"{_DEFAULT_MODEL_PARAGRAPH_START} {body} Real photos: --model geshang/Seg-R1-7B "
-                "--segmenter sam2-hf:facebook/sam2.1-hiera-large (needs the Hugging Face hub and a GPU).",
+                f"{_DEFAULT_MODEL_PARAGRAPH_START} {body} Real photos: --model geshang/Seg-R1-7B (needs the "
+                "Hugging Face hub and a GPU); with any --model the segmenter defaults to "
+                "sam2-hf:facebook/sam2.1-hiera-large.",
                 width=104,
             )
     return "\n\n".join(paragraphs)
@@ -125,8 +145,11 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(f"--frame must be a positive number of pixels, got {args.frame}")
     if args.batch_size < 1:
         return _usage_error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _usage_error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    error = check_fidelity_arguments(args)
+    if error:
+        return _usage_error(error)
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         return _usage_error(f"--out {out_dir} exists and is not a folder")
@@ -136,21 +159,34 @@ def run(args: argparse.Namespace) -> int:
     for path, why in problems.items():
         logger.error("%s: %s; it is skipped and recorded as failed", path, why)
 
+    from segr1.defaults import default_segmenter
     from segr1.pipeline import SegR1Pipeline
 
-    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", args.segmenter)
+    segmenter = args.segmenter or default_segmenter(args.model)
+    logger.info("loading policy %s and segmenter %s", args.model or "(embedded default)", segmenter)
     try:
         pipeline = SegR1Pipeline.from_specs(
             model=args.model,
-            segmenter=args.segmenter,
+            segmenter=segmenter,
             task=args.task,
             device=args.device,
             frame=args.frame,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
+            prompt_style=args.prompt_style,
+            protocol=args.protocol,
         )
-    except (ValueError, ImportError) as exc:  # a bad --model / --segmenter value, or a missing extra
-        return _usage_error(str(exc))
+    except (ValueError, ImportError, OSError) as exc:  # a bad --model / --segmenter value, a missing extra,
+        if debug_requested(args):
+            raise
+        return _usage_error(error_message(exc))  # one line; the traceback only with --debug
+    logger.info(
+        "prompt style %s, protocol %s, frame %s, max_new_tokens %s",
+        getattr(getattr(pipeline, "style", None), "name", "?"),
+        getattr(getattr(pipeline, "protocol", None), "name", "?"),
+        getattr(pipeline, "frame", "?"),
+        getattr(pipeline, "max_new_tokens", "?"),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     return segment_files(pipeline, args.images, out_dir, text=args.text)
 

@@ -138,6 +138,16 @@ class _Item:
     n_queries: int
 
 
+QUERY_MODES: tuple[str, ...] = ("first", "all", "random")
+
+
+def _draw(seed: int, key: str, n: int) -> int:
+    """A reproducible draw in ``range(n)`` for ``key`` (independent of the order images are listed in)."""
+    import zlib
+
+    return int(np.random.default_rng([seed, zlib.crc32(key.encode())]).integers(n))
+
+
 class ReasonSegDataset(LazySamples):
     """One ReasonSeg split: a :class:`Sample` per image (first query, as LISA evaluates) or per query.
 
@@ -151,18 +161,22 @@ class ReasonSegDataset(LazySamples):
     Args:
         data_root: the folder holding ``ReasonSeg/``.
         split: ``val`` (default), ``test`` or ``train``.
-        queries: ``"first"`` (the reference protocol) or ``"all"`` (one sample per query sentence).
+        queries: ``"first"`` (the reference protocol), ``"all"`` (one sample per query sentence) or
+            ``"random"`` (one query per image drawn with ``seed``, as the Seg-R1 release drew one, unseeded).
+        seed: seed of the ``"random"`` draws (per image, from its file stem).
 
     Raises:
         ValueError: unknown split or ``queries``.
         FileNotFoundError: the split folder does not exist.
     """
 
-    def __init__(self, data_root: str | os.PathLike[str], split: str = "val", queries: str = "first") -> None:
+    def __init__(
+        self, data_root: str | os.PathLike[str], split: str = "val", queries: str = "first", seed: int = 0
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"ReasonSeg splits are {', '.join(SPLITS)}; got split={split!r}")
-        if queries not in ("first", "all"):
-            raise ValueError(f"queries must be 'first' or 'all', got {queries!r}")
+        if queries not in QUERY_MODES:
+            raise ValueError(f"queries must be one of {QUERY_MODES}, got {queries!r}")
         folder = find_split_dir(data_root, split)
         if folder is None:
             tried = ", ".join(str(Path(data_root) / d / split) for d in REASONSEG_DIRS)
@@ -186,7 +200,12 @@ class ReasonSegDataset(LazySamples):
                 texts = [""]
                 ann = {}
             is_sentence = bool(ann.get("is_sentence", False))
-            chosen = range(len(texts)) if queries == "all" else range(min(1, len(texts)))
+            if queries == "all":
+                chosen: Sequence[int] = range(len(texts))
+            elif queries == "random" and len(texts) > 1:
+                chosen = [_draw(seed, image.stem, len(texts))]
+            else:
+                chosen = range(min(1, len(texts)))
             for i in chosen:
                 self._items.append(_Item(image, ann_path, i, texts[i], is_sentence, len(texts)))
         if orphans:
@@ -200,7 +219,7 @@ class ReasonSegDataset(LazySamples):
         queries_of(ann)  # raises on a missing/invalid text, as indexing a bad sample should
         width, height = image_size(item.image)
         target, ignore = rasterize_shapes(ann["shapes"], height, width)
-        sample_id = item.image.stem if self.queries == "first" else f"{item.image.stem}_q{item.query_index}"
+        sample_id = item.image.stem if self.queries != "all" else f"{item.image.stem}_q{item.query_index}"
         meta = {
             "dataset": "reasonseg",
             "split": self.split,

@@ -323,6 +323,23 @@ class ReferDataset(LazySamples):
             meta=meta,
         )
 
+    def one_sentence_per_image(self, seed: int = 0) -> ReferDataset:
+        """A copy of this split with ONE sentence per image, drawn uniformly among all the sentences of all
+        the refs of that image with a generator seeded by ``seed`` (the Seg-R1 release's referring
+        evaluation drew one such sentence per image, unseeded). Images keep their first-seen order."""
+        import copy
+
+        rng = np.random.default_rng(seed)
+        by_image: dict[int, list[_Item]] = {}
+        for item in self._items:
+            by_image.setdefault(item.image_id, []).append(item)
+        subset = copy.copy(self)
+        subset._items = [items[int(rng.integers(len(items)))] for items in by_image.values()]
+        logger.info(
+            "%s %s: one sentence per image (seed %d): %d samples", self.name, self.split, seed, len(subset)
+        )
+        return subset
+
     def image_paths(self) -> list[Path]:
         """The distinct image files this split needs (for completeness checks), sorted."""
         return sorted(

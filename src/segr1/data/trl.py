@@ -13,11 +13,19 @@ model frame: the mask's tight box (`segr1.geometry.mask_to_box`), ``n_pos`` fore
 points (`segr1.geometry.sample_points`; background points inside the box when there is one, so they survive the
 segmenter's point-to-box assignment) and a short think text describing where the object is.
 
-The prompt is built with `segr1.prompts.build_messages`; its image block is left as an empty ``{"type":
-"image"}`` placeholder because TRL fills placeholders from the ``image`` column (a block that already holds an
-image would not be counted and TRL would refuse the row). Storage is a flat Arrow table of paths (or PNG bytes
-for in-memory arrays); images are read and resized to the frame lazily, when a row is indexed, by a
-``with_transform`` formatter, so a 10 000-image training set costs no preprocessing and no disk.
+The prompt is built by a prompt style (`segr1.styles`; ``segr1`` unless told otherwise): its ``train`` stage
+texts for GRPO, its ``sft`` stage texts and message order for SFT. Its image block is left as an empty
+``{"type": "image"}`` placeholder because TRL fills placeholders from the ``image`` column (a block that already
+holds an image would not be counted and TRL would refuse the row).
+
+Samples that carry a ready SFT target (``meta["target"]``, e.g. FCoT rows from `segr1.data.fcot`) need no mask:
+their completion is that target, their user text is the sample's text verbatim, their system turn the sample's
+own (``meta["system"]``) when it has one (with ``system="default"``), and their image is used at its stored size
+(the target's coordinates refer to it), as the release's SFT did.
+
+Storage is a flat Arrow table of paths (or PNG bytes for in-memory arrays); images are read and resized to the
+frame lazily, when a row is indexed, by a ``with_transform`` formatter, so a 10 000-image training set costs no
+preprocessing and no disk.
 """
 
 from __future__ import annotations
@@ -35,12 +43,12 @@ from PIL import Image
 from segr1.answer import SegPrompt, format_answer
 from segr1.data.records import Sample
 from segr1.geometry import mask_to_box, resize_to_frame, sample_points
-from segr1.prompts import DEFAULT_FRAME, TASKS, build_instruction, build_messages, system_prompt
+from segr1.styles import TASKS, get_style
 
 logger = logging.getLogger(__name__)
 
 THINK_MODES = ("describe", "none")
-_COLUMNS = ("id", "image_path", "image_png", "mask_path", "mask_png", "text", "task")
+_COLUMNS = ("id", "image_path", "image_png", "mask_path", "mask_png", "text", "task", "target", "row_system")
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -51,11 +59,21 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _raw_rows(samples: Iterable[Sample], *, need_mask: bool) -> dict[str, list[Any]]:
+def _target_of(sample: Sample) -> tuple[str | None, str | None]:
+    """A sample's ready SFT target and its own system turn (``meta["target"]``, ``meta["system"]``), if any."""
+    meta = sample.meta if isinstance(sample.meta, dict) else {}
+    target, system = meta.get("target"), meta.get("system")
+    return (target if isinstance(target, str) else None), (system if isinstance(system, str) else None)
+
+
+def _raw_rows(
+    samples: Iterable[Sample], *, need_mask: bool, allow_targets: bool = False
+) -> dict[str, list[Any]]:
     rows: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
     skipped = 0
     for s in samples:
-        if need_mask and s.mask is None:
+        target, row_system = _target_of(s) if allow_targets else (None, None)
+        if need_mask and s.mask is None and target is None:
             skipped += 1
             continue
         rows["id"].append(str(s.id))
@@ -67,8 +85,15 @@ def _raw_rows(samples: Iterable[Sample], *, need_mask: bool) -> dict[str, list[A
         rows["mask_png"].append(_png_bytes(np.asarray(s.mask, dtype=bool)) if mask_is_array else None)
         rows["text"].append(s.text)
         rows["task"].append(s.task)
+        rows["target"].append(target)
+        rows["row_system"].append(row_system)
     if skipped:
-        logger.warning("left out %d samples without a ground-truth mask (training needs one)", skipped)
+        what = (
+            "a ground-truth mask or an SFT target"
+            if allow_targets
+            else "a ground-truth mask (training needs one)"
+        )
+        logger.warning("left out %d samples without %s", skipped, what)
     if not rows["id"]:
         raise ValueError("no usable samples: every sample lacks a ground-truth mask, or none were given")
     return rows
@@ -142,13 +167,21 @@ class _Rows:
         system: str | None,
         sft: dict[str, Any] | None,
         cache_size: int,
+        style: str = "segr1",
+        protocol: Any = None,
     ) -> None:
         self.task = task
         self.frame = frame
         self.system = system
         self.sft = sft
         self.cache_size = cache_size
+        self.style_name = get_style(style).name
+        self.protocol = protocol
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+
+    @property
+    def style(self) -> Any:
+        return get_style(self.style_name)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -156,12 +189,13 @@ class _Rows:
         return state
 
     def _frame_for(self, task: str) -> int:
-        return self.frame if self.frame is not None else DEFAULT_FRAME[task]
+        return self.frame if self.frame is not None else self.style.frame(task, "train")
 
-    def _image(self, key: str, path: str | None, png: bytes | None, frame: int) -> Image.Image:
-        cached = self._cache.get((key, frame))
+    def _image(self, key: str, path: str | None, png: bytes | None, frame: int | None) -> Image.Image:
+        """The row's image squashed to ``frame`` (`segr1.protocol.model_image`), or as stored when None."""
+        cached = self._cache.get((key, frame or 0))
         if cached is not None:
-            self._cache.move_to_end((key, frame))
+            self._cache.move_to_end((key, frame or 0))
             return cached
         if path is not None:
             from segr1.data.io import read_image
@@ -170,14 +204,21 @@ class _Rows:
         else:
             with Image.open(io.BytesIO(png)) as im:
                 arr = np.asarray(im.convert("RGB"))
-        image = resize_to_frame(Image.fromarray(arr), frame)
-        self._cache[(key, frame)] = image
+        if frame is None:
+            image = Image.fromarray(arr)
+        else:
+            from segr1.protocol import get_protocol, model_image
+
+            image = model_image(arr, frame, get_protocol(self.protocol, "train"))
+        self._cache[(key, frame or 0)] = image
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return image
 
-    def _system(self, task: str) -> str | None:
-        return system_prompt(task) if self.system == "default" else self.system
+    def _system(self, task: str, stage: str, user: str, row_system: str | None = None) -> str | None:
+        if self.system != "default":
+            return self.system
+        return row_system if row_system is not None else self.style.system(task, stage, user)
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"prompt": [], "image": [], "id": [], "task": []}
@@ -185,16 +226,20 @@ class _Rows:
             out.update(mask=[], text=[])
         else:
             out["completion"] = []
+        stage = "train" if self.sft is None else "sft"
+        style = self.style
         for i, sid in enumerate(batch["id"]):
             task = self.task or batch["task"][i]
-            frame = self._frame_for(task)
+            target = batch["target"][i] if self.sft is not None else None
+            frame = None if target is not None else self._frame_for(task)  # targets: the image as stored
             image_key = batch["image_path"][i] or f"png:{_stable_hash(batch['image_png'][i])}"
             image = self._image(image_key, batch["image_path"][i], batch["image_png"][i], frame)
-            instruction = build_instruction(task, batch["text"][i], frame=frame)
-            messages = build_messages(None, instruction, system=self._system(task))
-            for m in messages:  # leave the image block as a placeholder for TRL to fill from "image"
-                m["content"] = [{"type": "image"} if b["type"] == "image" else b for b in m["content"]]
-            out["prompt"].append(messages)
+            if target is not None:
+                user = batch["text"][i] or ""  # the record's own instruction, verbatim
+            else:
+                user = style.user(task, batch["text"][i], frame=frame, stage=stage)
+            system = self._system(task, stage, user, batch["row_system"][i] if target is not None else None)
+            out["prompt"].append(style.messages(None, user, system, stage=stage))  # image placeholder for TRL
             out["image"].append(image)
             out["id"].append(sid)
             out["task"].append(task)
@@ -202,6 +247,8 @@ class _Rows:
             if self.sft is None:
                 out["mask"].append(mask)
                 out["text"].append(batch["text"][i])
+            elif target is not None:
+                out["completion"].append([{"role": "assistant", "content": target}])
             else:
                 rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
                 target = sft_target(
@@ -242,20 +289,27 @@ def to_grpo_dataset(
     frame: int | None = None,
     system: str | None = "default",
     cache_size: int = 64,
+    style: str = "segr1",
+    protocol: Any = None,
 ):
     """A 🤗 ``datasets.Dataset`` of GRPO rows (see the module docstring) for TRL's ``GRPOTrainer``.
 
     ``task`` overrides each sample's task (e.g. ``"prerl"`` for the points-only stage); ``frame`` is the model
-    frame side (default ``segr1.prompts.DEFAULT_FRAME[task]``) -- the reward must use the same. ``system``:
-    ``"default"`` -> `segr1.prompts.system_prompt(task)`, None -> no system turn, other text -> that text.
-    Samples without a mask are left out (counted in a warning). The ``mask`` column holds the path (or PNG
-    bytes) of the ground truth at its original resolution; `segr1.rewards.decode_mask` reads it.
+    frame side (default: the style's training frame for the task) -- the reward must use the same. ``system``:
+    ``"default"`` -> the style's training system turn, None -> no system turn, other text -> that text.
+    ``style``: the prompt style of the texts (`segr1.styles`); ``protocol``: its image switches
+    (`segr1.protocol.model_image`, ``train`` stage). Samples without a mask are left out (counted in a
+    warning). The ``mask`` column holds the path (or PNG bytes) of the ground truth at its original
+    resolution; `segr1.rewards.decode_mask` reads it.
     """
     import datasets
 
     _check(task, frame, system)
     table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True))
-    return table.with_transform(_Rows(task=task, frame=frame, system=system, sft=None, cache_size=cache_size))
+    rows = _Rows(
+        task=task, frame=frame, system=system, sft=None, cache_size=cache_size, style=style, protocol=protocol
+    )
+    return table.with_transform(rows)
 
 
 def to_sft_dataset(
@@ -269,12 +323,16 @@ def to_sft_dataset(
     think: str = "describe",
     seed: int = 0,
     cache_size: int = 64,
+    style: str = "segr1",
+    protocol: Any = None,
 ):
     """A 🤗 ``datasets.Dataset`` of SFT rows (prompt, completion, image) for TRL's ``SFTTrainer``.
 
     Targets come from `sft_target` (box unless the task is ``prerl``, ``n_pos``/``n_neg`` points, ``think``
     mode); the points of a row are drawn from a generator seeded by ``(seed, hash(id))``, so a row's target is
-    the same on every epoch, process and resume. Other arguments as in `to_grpo_dataset`.
+    the same on every epoch, process and resume. Samples with a ready target (FCoT) use it instead (module
+    docstring). The prompt uses the style's ``sft`` stage (the seg-r1 style puts the text before the image, as
+    the release's SFT). Other arguments as in `to_grpo_dataset`.
     """
     import datasets
 
@@ -283,6 +341,9 @@ def to_sft_dataset(
         raise ValueError(f"n_pos and n_neg must be >= 0 with at least one point; got {n_pos}, {n_neg}")
     if not isinstance(think, str):
         raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
-    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True))
+    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True, allow_targets=True))
     sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed}
-    return table.with_transform(_Rows(task=task, frame=frame, system=system, sft=sft, cache_size=cache_size))
+    rows = _Rows(
+        task=task, frame=frame, system=system, sft=sft, cache_size=cache_size, style=style, protocol=protocol
+    )
+    return table.with_transform(rows)

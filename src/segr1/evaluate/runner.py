@@ -95,6 +95,8 @@ class EvalConfig:
         overwrite: discard the results of a previous run in ``out_dir`` instead of resuming it.
         progress: show a tqdm bar (main process only).
         boundary: foreground only: also compute the DIS boundary metrics (HCE, mBA, boundary IoU).
+        ignore_regions: leave ReasonSeg's ignore pixels out of the scores (True, LISA's protocol) or score
+            them as background (False, the Seg-R1 release's).
     """
 
     task: str
@@ -106,6 +108,7 @@ class EvalConfig:
     overwrite: bool = False
     progress: bool = True
     boundary: bool = False
+    ignore_regions: bool = True
 
     def __post_init__(self) -> None:
         make_scorer(self.task)  # validates the task
@@ -146,7 +149,7 @@ def evaluate(
 ) -> dict[str, Any] | None:
     """Evaluate ``pipeline`` on ``samples``; returns the ``metrics.json`` content on the main process, None on
     the others. See the module docstring for the files, failures, resuming and sharding."""
-    scorer = make_scorer(config.task, boundary=config.boundary)
+    scorer = make_scorer(config.task, boundary=config.boundary, ignore_regions=config.ignore_regions)
     state = state if state is not None else default_state()
     out = config.out_dir
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
@@ -242,7 +245,10 @@ def _predict(pipeline: Any, items: list[_Item], task: str) -> list[Any]:
     if not items:
         return []
     texts = None if task == "foreground" else [it.sample.text for it in items]  # type: ignore[union-attr]
+    kinds = [_query_kind(it.sample) for it in items] if task == "reasoning" else []
     try:
+        if any(kinds):  # ReasonSeg's sentence / phrase queries (styles template them differently)
+            return list(pipeline([it.image for it in items], texts, kinds))
         return list(pipeline([it.image for it in items], texts))
     except Exception:
         if len(items) == 1:
@@ -257,6 +263,14 @@ def _predict(pipeline: Any, items: list[_Item], task: str) -> list[Any]:
             it.errors.append((PIPELINE_ERROR, f"{type(exc).__name__}: {exc}"))
             results.append(None)
     return results
+
+
+def _query_kind(sample: Sample | None) -> str | None:
+    """ "sentence" / "phrase" from a ReasonSeg sample's ``meta["is_sentence"]``, else None."""
+    meta = sample.meta if sample is not None and isinstance(sample.meta, dict) else {}
+    if "is_sentence" not in meta:
+        return None
+    return "sentence" if meta["is_sentence"] else "phrase"
 
 
 def _reason(error: str) -> str:

@@ -33,6 +33,7 @@ def load_eval_samples(
     images: str | os.PathLike[str] | None = None,
     masks: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
+    protocol: Any = None,
 ) -> tuple[Sequence[Sample], dict[str, Any]]:
     """The samples of one evaluation and the settings that identify them (``dataset``, ``split``, ...).
 
@@ -40,6 +41,10 @@ def load_eval_samples(
     :func:`segr1.data.benchmarks.load_benchmark`), ``images`` + ``masks`` folders (foreground only; paired
     by file stem; images without a mask are kept with ``mask=None`` so they are counted, not dropped), or a
     ``manifest`` (JSONL, see :mod:`segr1.data.folders`).
+
+    ``protocol`` (a `segr1.protocol` spec or object) may change which samples a benchmark gives:
+    ``refcoco_sentences="one_per_image"`` keeps one sentence per RefCOCO image, ``reasonseg_query="random"``
+    one random query per ReasonSeg image (both drawn with ``sample_seed``).
 
     Raises:
         ValueError: no source or several, a benchmark of another task, an unknown name or split.
@@ -69,7 +74,20 @@ def load_eval_samples(
         )
     if data_root is None:
         raise ValueError(f"--dataset {dataset} needs --data-root DIR (the folder holding the datasets)")
-    samples = load_benchmark(name, data_root, split=split, image_root=image_root)
+    from segr1.data.benchmarks import REASONSEG_NAMES
+    from segr1.protocol import get_protocol
+
+    protocol = get_protocol(protocol)
+    if name in REASONSEG_NAMES and protocol.reasonseg_query == "random":
+        from segr1.data.reasonseg import ReasonSegDataset
+
+        samples: Sequence[Sample] = ReasonSegDataset(
+            data_root, split=split or "val", queries="random", seed=protocol.sample_seed
+        )
+    else:
+        samples = load_benchmark(name, data_root, split=split, image_root=image_root)
+    if protocol.refcoco_sentences == "one_per_image" and hasattr(samples, "one_sentence_per_image"):
+        samples = samples.one_sentence_per_image(protocol.sample_seed)
     resolved = getattr(samples, "split", None) or split
     if resolved is None and samples:
         resolved = samples[0].meta.get("split") if task == "foreground" else None

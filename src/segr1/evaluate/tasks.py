@@ -150,12 +150,12 @@ class IoUScorer:
     rank_key = "iou"
     metric_keys = ("giou", "ciou")
 
-    def __init__(self, task: str = "referring") -> None:
+    def __init__(self, task: str = "referring", ignore_regions: bool = True) -> None:
         self.task = task
+        self.ignore_regions = ignore_regions  # False: ignore pixels count as background (the Seg-R1 release)
 
-    @staticmethod
-    def _cleared(pred: np.ndarray, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
-        if gt.ignore is None:
+    def _cleared(self, pred: np.ndarray, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
+        if gt.ignore is None or not self.ignore_regions:
             return pred, gt.mask
         keep = ~gt.ignore
         return pred & keep, gt.mask & keep
@@ -179,9 +179,10 @@ class IoUScorer:
         meter.update(*self._cleared(pred, gt))
 
 
-def make_scorer(task: str, boundary: bool = False) -> Scorer:
+def make_scorer(task: str, boundary: bool = False, ignore_regions: bool = True) -> Scorer:
     """The scorer of ``task`` (``foreground``, ``referring`` or ``reasoning``); ``boundary`` adds the DIS
-    boundary metrics (HCE, mBA, boundary IoU) to the foreground suite.
+    boundary metrics (HCE, mBA, boundary IoU) to the foreground suite; ``ignore_regions=False`` scores
+    ReasonSeg's ignore pixels as background (the Seg-R1 release) instead of leaving them out.
 
     Raises:
         ValueError: unknown task.
@@ -189,5 +190,5 @@ def make_scorer(task: str, boundary: bool = False) -> Scorer:
     if task == "foreground":
         return ForegroundScorer(boundary)
     if task in ("referring", "reasoning"):
-        return IoUScorer(task)
+        return IoUScorer(task, ignore_regions)
     raise ValueError(f"unknown evaluation task {task!r}; choose one of {TASKS}")

@@ -8,7 +8,14 @@ spec string, importing the heavy backend only when asked for:
 * ``"vllm:<hub id|folder>"`` -> :class:`segr1.policies.vllm_backend.VLLMPolicy` (extra ``segr1[vllm]``).
 
 Backends may also expose ``frame: int | None``: the square model frame the checkpoint was trained at, when
-its folder records one (``segr1_policy.json``); callers should prefer it over the task default.
+its folder records one (``segr1_policy.json``); callers should prefer it over the task default; and
+``metadata``: that file's content (its ``prompt_style`` and ``answer_format`` pick the texts and the parser,
+:mod:`segr1.styles`, :mod:`segr1.formats`).
+
+Optionally a backend also has ``generate_detailed`` (same arguments as ``generate``), returning a
+:class:`Generation` that says which completions stopped at ``max_new_tokens`` without finishing;
+:func:`generate_with_info` calls it when present (the ``hf`` and ``vllm`` backends have it) and falls back to
+``generate`` (truncation unknown: reported as False) otherwise, so the ``Policy`` protocol stays as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +70,32 @@ class Policy(Protocol):
         the model frame). ``temperature == 0`` is greedy decoding.
         """
         ...
+
+
+@dataclass
+class Generation:
+    """What one ``generate_detailed`` call returns.
+
+    texts: ``len(images)`` lists of ``num_samples`` completion strings (as ``Policy.generate``).
+    truncated: the same shape of bools: True where a completion used all of ``max_new_tokens`` without
+        reaching an end-of-sequence token (the answer was cut off by the budget).
+    """
+
+    texts: list[list[str]]
+    truncated: list[list[bool]]
+
+
+def generate_with_info(
+    policy: Any, images: Sequence[Image.Image], instructions: Sequence[str], **kwargs: Any
+) -> Generation:
+    """``policy.generate_detailed(...)`` when the policy has it, else ``policy.generate(...)`` with every
+    ``truncated`` flag False (unknown). ``kwargs``: ``num_samples``, ``temperature``, ``max_new_tokens``,
+    ``system``."""
+    detailed = getattr(policy, "generate_detailed", None)
+    if callable(detailed):
+        return detailed(images, instructions, **kwargs)
+    texts = policy.generate(images, instructions, **kwargs)
+    return Generation(texts=texts, truncated=[[False] * len(row) for row in texts])
 
 
 def read_policy_metadata(folder: str | os.PathLike) -> dict[str, Any]:
@@ -172,9 +206,11 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_POLICY_DESCRIPTION",
     "POLICY_METADATA_FILE",
+    "Generation",
     "SHIPPED_POLICY_DIR",
     "Policy",
     "default_policy_path",
+    "generate_with_info",
     "load_policy",
     "parse_policy_spec",
     "read_policy_metadata",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segr1.policies import read_policy_metadata
+from segr1.policies import Generation, read_policy_metadata
 from segr1.policies.fast import FastGeneration, StaticCachePool, bucket_size, compile_kwargs
 from segr1.prompts import build_messages
 
@@ -284,12 +284,28 @@ class HFPolicy:
         removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
         ``temperature > 0`` samples with ``top_p``/``top_k``.
         """
+        return self.generate_detailed(
+            images, instructions, num_samples, temperature, max_new_tokens, system
+        ).texts
+
+    def generate_detailed(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> Generation:
+        """:meth:`generate` plus, per completion, whether it stopped at ``max_new_tokens`` without an
+        end-of-sequence token (``Generation.truncated``)."""
         check_generate_args(images, instructions, num_samples, temperature, max_new_tokens)
         rgb = [_as_rgb(image, i) for i, image in enumerate(images)]
         step = self.max_batch_size or max(len(rgb), 1)
-        results: list[list[str]] = []
+        texts: list[list[str]] = []
+        truncated: list[list[bool]] = []
         for start in range(0, len(rgb), step):
-            results += self._generate_batch(
+            got = self._generate_batch(
                 rgb[start : start + step],
                 list(instructions[start : start + step]),
                 num_samples,
@@ -297,7 +313,9 @@ class HFPolicy:
                 max_new_tokens,
                 system,
             )
-        return results
+            texts += got.texts
+            truncated += got.truncated
+        return Generation(texts=texts, truncated=truncated)
 
     def warmup(
         self,
@@ -347,7 +365,7 @@ class HFPolicy:
         temperature: float,
         max_new_tokens: int,
         system: str | None,
-    ) -> list[list[str]]:
+    ) -> Generation:
         import torch
 
         n_real = len(images)
@@ -398,9 +416,19 @@ class HFPolicy:
         decoded = self.processor.batch_decode(
             new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        # cut off by the budget: every new token used and none of them an end-of-sequence token
+        eos = torch.as_tensor(self._eos_token_ids, device=new_tokens.device)
+        finished = torch.isin(new_tokens, eos).any(dim=1)
+        cut = [bool(new_tokens.shape[1] >= max_new_tokens and not f) for f in finished.tolist()]
         if not sample:
-            return [[text] * num_samples for text in decoded]
-        return [decoded[i * num_samples : (i + 1) * num_samples] for i in range(n_real)]
+            return Generation(
+                texts=[[text] * num_samples for text in decoded], truncated=[[c] * num_samples for c in cut]
+            )
+        rows = range(n_real)
+        return Generation(
+            texts=[decoded[i * num_samples : (i + 1) * num_samples] for i in rows],
+            truncated=[cut[i * num_samples : (i + 1) * num_samples] for i in rows],
+        )
 
 
 def _check_options(

@@ -47,7 +47,13 @@ class Segmenter(Protocol):
     def segment(self, image: np.ndarray | Image.Image, prompts: Sequence[SegPrompt]) -> list[np.ndarray]: ...
 
 
-def load_segmenter(spec: str = "grabcut", device: str | None = None, dtype: str | None = None) -> Segmenter:
+def load_segmenter(
+    spec: str = "grabcut",
+    device: str | None = None,
+    dtype: str | None = None,
+    *,
+    single_point_multimask: bool = True,
+) -> Segmenter:
     """Build a segmenter from a spec string (see `SPEC_HELP`).
 
     Args:
@@ -56,6 +62,8 @@ def load_segmenter(spec: str = "grabcut", device: str | None = None, dtype: str 
             Ignored by ``grabcut``.
         dtype: autocast dtype for the SAM2 backends ("bfloat16", "float16", "float32"); None = bfloat16 on
             CUDA, float32 on CPU. Ignored by ``grabcut``.
+        single_point_multimask: SAM2 backends: decode a single point without a box into three masks and keep the
+            best (True, default) or into one mask (False, as the Seg-R1 release). Ignored by ``grabcut``.
 
     Raises:
         ValueError: unknown or malformed spec (the message lists the valid forms).
@@ -72,10 +80,17 @@ def load_segmenter(spec: str = "grabcut", device: str | None = None, dtype: str 
     if kind == "sam2-hf":
         from segr1.segmenters.sam2_hf import DEFAULT_MODEL_ID, Sam2HFSegmenter
 
-        return Sam2HFSegmenter(rest or DEFAULT_MODEL_ID, device=device, dtype=dtype)
+        return Sam2HFSegmenter(
+            rest or DEFAULT_MODEL_ID,
+            device=device,
+            dtype=dtype,
+            single_point_multimask=single_point_multimask,
+        )
     if kind == "sam2":
         from segr1.segmenters.sam2_official import Sam2OfficialSegmenter, parse_sam2_spec
 
         config, checkpoint = parse_sam2_spec(rest)
-        return Sam2OfficialSegmenter(config, checkpoint, device=device, dtype=dtype)
+        return Sam2OfficialSegmenter(
+            config, checkpoint, device=device, dtype=dtype, single_point_multimask=single_point_multimask
+        )
     raise ValueError(f"unknown segmenter spec {spec!r}; valid specs: {SPEC_HELP}")

@@ -16,6 +16,7 @@ slightly; masks can then differ from one-by-one decoding in a few pixels.
 Mask choice: a single point with no box is ambiguous (part vs whole), so it is decoded with
 ``multimask_output=True`` and the mask with the highest predicted IoU is kept (as in SAM's demos); all other
 sub-prompts are decoded with ``multimask_output=False`` (SAM2's single-mask token, with its stability fallback).
+``single_point_multimask=False`` decodes the single point with one mask too, as the Seg-R1 release did.
 
 Precision: bf16 autocast on CUDA and fp32 on CPU by default (weights stay fp32, as in the official predictor).
 """
@@ -54,6 +55,8 @@ class Sam2HFSegmenter:
         max_decode_batch: most sub-prompts per mask-decoder call.
         mask_threshold: logit threshold for the binary masks.
         local_files_only: passed to ``from_pretrained`` (no hub requests).
+        single_point_multimask: decode a lone point (no box) into three masks and keep the best (default), or
+            into one (the release's ``multimask_output=False``).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Sam2HFSegmenter:
         max_decode_batch: int = 64,
         mask_threshold: float = 0.0,
         local_files_only: bool = False,
+        single_point_multimask: bool = True,
     ) -> None:
         from segr1.hub import check_model_source, load_error, progress_only_on_a_terminal
 
@@ -76,6 +80,7 @@ class Sam2HFSegmenter:
         self.pad_points = pad_points
         self.max_decode_batch = max_decode_batch
         self.mask_threshold = mask_threshold
+        self.single_point_multimask = single_point_multimask
         example = "sam2-hf:facebook/sam2.1-hiera-large, or sam2-hf:/path/to/folder"
         source, local_only = check_model_source(str(model), "SAM2", example)  # before any weights are read
         local_files_only = local_files_only or local_only
@@ -130,7 +135,7 @@ class Sam2HFSegmenter:
         for sub in items:
             has_box = sub.boxes.shape[0] > 0
             n = sub.points.shape[0]
-            multimask = not has_box and n == 1
+            multimask = self.single_point_multimask and not has_box and n == 1
             keys.append((has_box, multimask, None if self.pad_points and not multimask else n))
         return list(group_indices(keys).values())
 
@@ -142,7 +147,12 @@ class Sam2HFSegmenter:
         scale = np.array([self.target_size / w, self.target_size / h])
         has_box = subs[0].boxes.shape[0] > 0
         n_points = max(s.points.shape[0] for s in subs)
-        multimask = not has_box and n_points == 1 and all(s.points.shape[0] == 1 for s in subs)
+        multimask = (
+            self.single_point_multimask
+            and not has_box
+            and n_points == 1
+            and all(s.points.shape[0] == 1 for s in subs)
+        )
         boxes = points = labels = None
         if has_box:
             boxes = np.stack([s.boxes[0].reshape(2, 2) * scale for s in subs]).reshape(1, len(subs), 4)

@@ -9,7 +9,8 @@ same layout, which is instantiated directly with the same post-processing settin
 
 Per call: ``SAM2ImagePredictor.set_image`` once, then batched ``predict`` calls on that embedding, one per group
 of sub-prompts of the same structure (has a box, number of points), as in `segr1.segmenters.sam2_hf`; a single
-point with no box is decoded with three masks and the one with the highest predicted IoU is kept. bf16 autocast
+point with no box is decoded with three masks and the one with the highest predicted IoU is kept (one mask with
+``single_point_multimask=False``, as the Seg-R1 release). bf16 autocast
 on CUDA by default. The predictor holds the image state, so calls are serialised with a lock.
 """
 
@@ -114,6 +115,7 @@ class Sam2OfficialSegmenter:
         dtype: autocast dtype "bfloat16" | "float16" | "float32"; None = bfloat16 on CUDA, float32 on CPU.
         max_decode_batch: most sub-prompts per ``predict`` call.
         mask_threshold: logit threshold for the binary masks.
+        single_point_multimask: three masks (best kept) for a lone point without a box (default), or one.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Sam2OfficialSegmenter:
         *,
         max_decode_batch: int = 64,
         mask_threshold: float = 0.0,
+        single_point_multimask: bool = True,
     ) -> None:
         if max_decode_batch < 1:
             raise ValueError(f"max_decode_batch must be >= 1; got {max_decode_batch}")
@@ -132,6 +135,7 @@ class Sam2OfficialSegmenter:
         self.name = f"sam2:{config}@{checkpoint}"
         self.device, self.autocast_dtype = torch_device_and_autocast(device, dtype)
         self.max_decode_batch = max_decode_batch
+        self.single_point_multimask = single_point_multimask
         model = build_sam2_model(config, checkpoint, device=str(self.device))
         self.predictor = sam2.sam2_image_predictor.SAM2ImagePredictor(model, mask_threshold=mask_threshold)
         self._lock = threading.Lock()
@@ -160,7 +164,7 @@ class Sam2OfficialSegmenter:
             self.predictor.set_image(rgb)
             try:
                 for (has_box, n_points), idx in group_indices(keys).items():
-                    multimask = not has_box and n_points == 1
+                    multimask = self.single_point_multimask and not has_box and n_points == 1
                     step = max(
                         1, min(self.max_decode_batch, _RESULT_PIXELS // (h * w * (3 if multimask else 1)))
                     )

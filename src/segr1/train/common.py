@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from segr1.prompts import DEFAULT_FRAME
 from segr1.train.config import TINY_MODEL, GRPOScriptArguments, SFTScriptArguments
 
 logger = logging.getLogger(__name__)
@@ -65,14 +64,23 @@ def policy_meta(model_path: str) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def resolve_style(script_args: Any, model_path: str) -> Any:
+    """The prompt style to train with: the recipe's ``prompt_style``, else the one the base checkpoint records
+    (segr1's own tiny model counts as ``segr1``), else ``seg-r1`` (`segr1.styles.style_for`)."""
+    from segr1.styles import style_for
+
+    return style_for(policy_meta(model_path), getattr(script_args, "prompt_style", None))
+
+
 def resolve_frame(script_args: Any, model_path: str) -> int:
-    """The model frame: the recipe's ``frame``, else the one the checkpoint records, else the task default."""
+    """The model frame: the recipe's ``frame``, else the one the checkpoint records, else the prompt style's
+    training frame for the task (768 foreground / pre-RL, 1024 referring / reasoning in both styles)."""
     if script_args.frame is not None:
         return int(script_args.frame)
     recorded = policy_meta(model_path).get("frame")
     if isinstance(recorded, int) and recorded > 0:
         return recorded
-    return DEFAULT_FRAME[script_args.task]
+    return resolve_style(script_args, model_path).frame(script_args.task, "train")
 
 
 def model_init_kwargs(model_args: Any, training_args: Any) -> dict[str, Any]:
@@ -174,14 +182,29 @@ def disable_missing_vllm(training_args: Any) -> None:
 
 
 def write_provenance(
-    out_dir: str, *, stage: str, frame: int, script_args: Any, model: str, model_path: str | None = None
+    out_dir: str,
+    *,
+    stage: str,
+    frame: int,
+    script_args: Any,
+    model: str,
+    model_path: str | None = None,
+    prompt_style: str | None = None,
 ) -> None:
-    """Write ``segr1_policy.json`` (frame, task, stage, base model as named and as loaded) next to the saved
-    model (or LoRA adapter)."""
+    """Write ``segr1_policy.json`` (frame, task, stage, prompt style and answer format it was trained with,
+    base model as named and as loaded) next to the saved model (or LoRA adapter)."""
+    from segr1.formats import DEFAULT_FORMAT
+    from segr1.protocol import describe, get_protocol
+
+    if prompt_style is None:
+        prompt_style = resolve_style(script_args, model_path or model).name
     meta = {
         "frame": frame,
         "task": script_args.task,
         "stage": stage,
+        "prompt_style": prompt_style,
+        "answer_format": DEFAULT_FORMAT,
+        "protocol": describe(get_protocol(getattr(script_args, "protocol", None), "train")),
         "trained": True,
         "base_model": model,
         "base_model_path": model_path or model,

@@ -15,7 +15,14 @@ transformers' options (``num_generations``, ``beta``, ``loss_type``, ``use_vllm`
 * ``{manifest: FILE.jsonl}``: one JSON object per line with ``image``, ``mask`` (paths, relative to the
   manifest's folder) and optional ``id``, ``text``, ``task``;
 * ``{synthetic: {kind: salient|camouflaged|referring|silhouette, n: N, seed: S}}`` (optional ``size``/``min_size``/
-  ``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after.
+  ``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after;
+* ``{fcot: geshang/FCoT}`` (or a folder in FCoT's layout; optional ``split``, ``name``, ``task``): the Seg-R1
+  release's SFT data (`segr1.data.fcot`), rows with a ready target ``"{thinking} {solution}"`` and no mask, so
+  for ``segr1 train sft`` only.
+
+``prompt_style`` picks the texts (`segr1.styles`; default: what the base checkpoint records, ``segr1`` for
+``tiny``, else ``seg-r1``, the release's) and ``protocol`` the release-protocol switches of the reward and the
+images (`segr1.protocol`; default ``segr1``). ``segr1 train`` records both in the output's ``segr1_policy.json``.
 
 On the command line a list is given as JSON: ``--train_data '[{"synthetic": {"kind": "salient", "n": 64}}]'``.
 """
@@ -32,7 +39,7 @@ from segr1.prompts import TASKS
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"  # model_name_or_path value that selects segr1's offline tiny Qwen2.5-VL
-SOURCE_KINDS = ("images", "root", "manifest", "synthetic")
+SOURCE_KINDS = ("images", "root", "manifest", "synthetic", "fcot")
 
 
 def _parse_sources(value: Any) -> list[dict[str, Any]]:
@@ -53,7 +60,8 @@ def _parse_sources(value: Any) -> list[dict[str, Any]]:
         if not isinstance(src, dict) or sum(k in src for k in SOURCE_KINDS) != 1:
             raise ValueError(
                 f"train_data[{i}] must be a mapping with exactly one of {SOURCE_KINDS}; got {src!r}. Examples: "
-                "{images: DIR, masks: DIR} | {root: DIR} | {manifest: FILE.jsonl} | {synthetic: {kind: salient, n: 256, seed: 0}}"
+                "{images: DIR, masks: DIR} | {root: DIR} | {manifest: FILE.jsonl} | {synthetic: {kind: salient, n: 256, seed: 0}} "
+                "| {fcot: geshang/FCoT}"
             )
         if "images" in src and "masks" not in src:
             raise ValueError(f"train_data[{i}] has 'images' but no 'masks' folder: {src!r}")
@@ -84,7 +92,22 @@ class DataArguments:
     system_prompt: str | None = field(
         default="default",
         metadata={
-            "help": "'default' (segr1.prompts.system_prompt(task)), 'none' (no system turn) or a literal text."
+            "help": "'default' (the prompt style's system turn for the task; FCoT rows: the row's own when it "
+            "has one), 'none' (no system turn) or a literal text."
+        },
+    )
+    prompt_style: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt style of the texts: 'segr1' or 'seg-r1' (the release's). Default: what the base "
+            "checkpoint's segr1_policy.json records; segr1 for 'tiny'; seg-r1 for any other (hub ids)."
+        },
+    )
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "Release-protocol switches (segr1.protocol): 'segr1' (default), 'seg-r1', optionally "
+            "',switch=value' overrides; the reward switches apply to GRPO, the image ones to both stages."
         },
     )
     train_data: list[dict] | str | None = field(
@@ -108,6 +131,14 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
+        if self.prompt_style is not None:
+            from segr1.styles import get_style
+
+            self.prompt_style = get_style(self.prompt_style).name  # ValueError lists the styles
+        if self.protocol is not None:
+            from segr1.protocol import get_protocol
+
+            get_protocol(self.protocol, "train")  # ValueError names a bad preset or switch
         if self.frame is not None and int(self.frame) <= 0:
             raise ValueError(f"frame must be a positive number of pixels (e.g. 768); got {self.frame!r}")
         if isinstance(self.system_prompt, str) and self.system_prompt.lower() in ("none", "null", ""):

@@ -76,9 +76,16 @@ def materialize_synthetic(
 
 
 def load_source(src: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> list[Sample]:
-    """Samples of one ``train_data`` source (folder pair, manifest or synthetic)."""
+    """Samples of one ``train_data`` source (folder pair, manifest, synthetic or FCoT)."""
     if "synthetic" in src:
         samples = materialize_synthetic(dict(src["synthetic"]), cache_dir)
+    elif "fcot" in src:
+        from segr1.data.fcot import load_fcot
+
+        fcot_cache = Path(cache_dir) / "fcot" if cache_dir is not None else None
+        samples = load_fcot(
+            src["fcot"], split=src.get("split", "train"), name=src.get("name"), cache_dir=fcot_cache
+        )
     elif "manifest" in src:
         from segr1.data.folders import read_manifest
 

@@ -22,6 +22,7 @@ from segr1.train.common import (
     resolve_frame,
     resolve_model,
     resolve_resume,
+    resolve_style,
     write_provenance,
 )
 from segr1.train.config import GRPOScriptArguments
@@ -30,13 +31,21 @@ from segr1.train.data import load_train_samples
 logger = logging.getLogger(__name__)
 
 
-def build_rewards(script_args: GRPOScriptArguments, *, frame: int, device: str | None = None) -> list[Any]:
+def build_rewards(
+    script_args: GRPOScriptArguments, *, frame: int, device: str | None = None, style: Any = None
+) -> list[Any]:
     """The reward callables named by ``script_args.reward_funcs``, in order: ``segmentation``, ``format``,
     ``format_points``, ``length`` or an import path ``pkg.module.func``. The segmentation reward is built
     once around one segmenter (loaded lazily, on first use, on ``device``); for the ``prerl`` task it ignores
-    boxes (points-only stage)."""
+    boxes (points-only stage). The recipe's ``protocol`` sets its release switches (``reward_requires_complete``,
+    ``sam_fp32``, ``single_point_multimask``, the ``ablation_area_penalty_s_measure`` ablation);
+    ``format_points`` asks for a ``<think>`` block only when the prompt ``style`` asks for one."""
     from segr1 import rewards
+    from segr1.protocol import get_protocol
+    from segr1.styles import get_style
 
+    protocol = get_protocol(script_args.protocol, "train")
+    style = get_style(style or "segr1")
     funcs: list[Any] = []
     for name in script_args.reward_funcs:
         if name == "segmentation":
@@ -44,19 +53,27 @@ def build_rewards(script_args: GRPOScriptArguments, *, frame: int, device: str |
                 rewards.SegmentationReward(
                     script_args.segmenter,
                     device=script_args.segmenter_device or device,
-                    dtype=script_args.segmenter_dtype,
+                    dtype=script_args.segmenter_dtype or ("float32" if protocol.sam_fp32 else None),
                     frame=frame,
                     iou_weight=script_args.iou_weight,
                     s_weight=script_args.s_weight,
                     points_only=script_args.task == "prerl",
                     num_workers=script_args.reward_workers,
                     name="segmentation",
+                    requires_complete=protocol.reward_requires_complete,
+                    s_measure="area_penalty" if protocol.ablation_area_penalty_s_measure else "true",
+                    single_point_multimask=protocol.single_point_multimask,
                 )
             )
         elif name == "format":
             funcs.append(rewards.format_reward)
         elif name == "format_points":
-            funcs.append(rewards.points_format_reward)
+            if style.asks_think("prerl"):
+                funcs.append(rewards.points_format_reward)
+            else:  # the style's pre-RL text asks for points and labels only (the release's)
+                reward = functools.partial(rewards.points_format_reward, require_think=False)
+                reward.__name__ = "format_points"  # type: ignore[attr-defined]
+                funcs.append(reward)
         elif name == "length":
             funcs.append(
                 functools.partial(
@@ -92,6 +109,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
 
     model = resolve_model(model_args.model_name_or_path)
     frame = resolve_frame(script_args, model)
+    style = resolve_style(script_args, model)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     disable_missing_vllm(training_args)
     compile_rollouts = script_args.compile_generation and not getattr(training_args, "use_vllm", False)
@@ -106,14 +124,22 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
         )
     from segr1.data.trl import to_grpo_dataset
 
-    dataset = to_grpo_dataset(samples, task=script_args.task, frame=frame, system=script_args.system_prompt)
+    dataset = to_grpo_dataset(
+        samples,
+        task=script_args.task,
+        frame=frame,
+        system=script_args.system_prompt,
+        style=style.name,
+        protocol=script_args.protocol,
+    )
     device = str(training_args.device) if training_args.device.type == "cuda" else None
-    reward_funcs = build_rewards(script_args, frame=frame, device=device)
+    reward_funcs = build_rewards(script_args, frame=frame, device=device, style=style)
     logger.info(
-        "GRPO: %s, %d samples, task %s, frame %d, rewards %s, %d generations per prompt",
+        "GRPO: %s, %d samples, task %s, prompt style %s, frame %d, rewards %s, %d generations per prompt",
         model,
         len(dataset),
         script_args.task,
+        style.name,
         frame,
         script_args.reward_funcs,
         training_args.num_generations,
@@ -139,6 +165,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
         )
     trainer.segr1_frame = frame
     trainer.segr1_model = model
+    trainer.segr1_style = style.name
     return trainer
 
 
@@ -164,5 +191,6 @@ def train_grpo(
             script_args=script_args,
             model=model_args.model_name_or_path,
             model_path=trainer.segr1_model,
+            prompt_style=trainer.segr1_style,
         )
     return trainer

@@ -1,9 +1,11 @@
 """SFT warm-up on TRL's own ``SFTTrainer``: teach the answer format from ground-truth masks.
 
-Each training row pairs the task's prompt (image + instruction) with a target rendered by
-`segr1.answer.format_answer` from the sample's mask in the model frame -- its tight box and a few sampled
-foreground/background points (`segr1.data.trl.sft_target`) -- so any image/mask dataset becomes SFT data. The
-loss is on the completion only (TRL's default for prompt/completion data).
+Each training row pairs the task's prompt (image + instruction, in the prompt style's ``sft`` stage) with a
+target rendered by `segr1.answer.format_answer` from the sample's mask in the model frame -- its tight box and a
+few sampled foreground/background points (`segr1.data.trl.sft_target`) -- so any image/mask dataset becomes SFT
+data; rows that carry their own target (the release's FCoT data, ``train_data: [{fcot: geshang/FCoT}]``) train
+on it. The loss is on the completion only (TRL's default for prompt/completion data; the release's SFT also
+trained on the prompt tokens: ``completion_only_loss: false`` in the recipe does that).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from segr1.train.common import (
     resolve_frame,
     resolve_model,
     resolve_resume,
+    resolve_style,
     write_provenance,
 )
 from segr1.train.config import SFTScriptArguments
@@ -35,6 +38,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
 
     model = resolve_model(model_args.model_name_or_path)
     frame = resolve_frame(script_args, model)
+    style = resolve_style(script_args, model)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     if training_args.remove_unused_columns:
         # The dataset builds its rows on the fly from stored paths; dropping "unused" stored columns breaks that.
@@ -54,8 +58,17 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
         n_neg=script_args.sft_points_neg,
         think=script_args.sft_think,
         seed=script_args.sft_seed,
+        style=style.name,
+        protocol=script_args.protocol,
     )
-    logger.info("SFT: %s, %d samples, task %s, frame %d", model, len(dataset), script_args.task, frame)
+    logger.info(
+        "SFT: %s, %d samples, task %s, prompt style %s, frame %d",
+        model,
+        len(dataset),
+        script_args.task,
+        style.name,
+        frame,
+    )
     trainer = SFTTrainer(
         model=model,
         args=training_args,
@@ -65,6 +78,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
     )
     trainer.segr1_frame = frame
     trainer.segr1_model = model
+    trainer.segr1_style = style.name
     return trainer
 
 
@@ -87,5 +101,6 @@ def train_sft(
             script_args=script_args,
             model=model_args.model_name_or_path,
             model_path=trainer.segr1_model,
+            prompt_style=trainer.segr1_style,
         )
     return trainer
