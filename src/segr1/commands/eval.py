@@ -163,6 +163,7 @@ def build_pipeline(
     device: str | None,
     prompt_style: str | None = None,
     protocol: str | None = None,
+    answer_format: str | None = None,
 ) -> Any:
     """Load the policy and the segmenter and build a :class:`segr1.pipeline.SegR1Pipeline`.
 
@@ -188,6 +189,7 @@ def build_pipeline(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         prompt_style=prompt_style,
+        answer_format=answer_format,
         protocol=protocol,
     )
 
@@ -263,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             prompt_style=args.prompt_style,
             protocol=args.protocol,
+            answer_format=getattr(args, "answer_format", None),
         )
     except (ValueError, OSError) as exc:  # a bad --model / --segmenter / --device value, unloadable weights
         if debug_requested(args):
@@ -275,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
         frame=int(pipeline.frame),
         max_new_tokens=getattr(pipeline, "max_new_tokens", args.max_new_tokens),
         prompt_style=args.prompt_style or style,
+        answer_format=getattr(getattr(pipeline, "answer_format", None), "name", None),
         protocol=describe(protocol),
     )
     boundary = getattr(args, "boundary", False) or _is_dis(settings.get("dataset"))
