@@ -7,13 +7,13 @@ tiny Qwen2.5-VL (1.3 M parameters) on CPU:
 
 1. one SFT warm-up in VisionReasoner's prompt and JSON answer (one ``bbox_2d`` + ``point_2d`` per object, the
    inscribed-circle point; empty think) on training scenes of seed 1;
-2. from that one checkpoint, two GRPO runs with the same steps, seed and optimiser options (recipes/tiny/
+2. from that one checkpoint, two GRPO runs per seed (``--seeds``) with the same steps and optimiser options (recipes/tiny/
    vision_reasoner.yaml: 4 generations, 2 prompts per step, beta 1e-2, loss_type bnpo) and the same prompts, that
    differ only in the reward:
    * ``boxpoint``: VisionReasoner's published reward -- think format + JSON format + Hungarian-matched box IoU,
      box L1 and point terms + non-repeat (no segmenter);
-   * ``mask``: Seg-R1's reward -- 0.7 IoU + 0.3 S-measure of the GrabCut mask of the answer's prompts -- plus the
-     same think-format and JSON-format terms;
+   * ``mask``: Seg-R1's reward -- 0.7 IoU + 0.3 S-measure of the GrabCut mask of the answer's objects (each
+     segmented with its own box and point, as at inference) -- plus the same think-format and JSON-format terms;
 3. ``segr1 eval referring --per-instance`` of the SFT checkpoint and both GRPO checkpoints on held-out scenes (seed
    1000: disjoint from the training scenes) with GrabCut: gIoU / cIoU of the union mask, the per-instance metrics,
    and format validity (the share of answers whose whole text is ``<think>..</think><answer>..</answer>`` with
@@ -93,19 +93,20 @@ def sft(out: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
-def grpo(out: Path, arm: str, base: Path, args: argparse.Namespace) -> Path:
-    folder = out / f"grpo-{arm}"
+def grpo(out: Path, arm: str, seed: int, base: Path, args: argparse.Namespace) -> Path:
+    folder = out / f"grpo-{arm}-s{seed}"
     if not (folder / "segr1_policy.json").is_file():
         spec = ARMS[arm]
         cmd = segr1("train", "grpo", "--config", str(REPO / "recipes/tiny/vision_reasoner.yaml"),
                     "--model_name_or_path", str(base), "--output_dir", str(folder),
                     "--train_data", train_data(args.train_n), "--data_cache_dir", str(out / "data"),
                     "--max_steps", str(args.grpo_steps), "--save_strategy", "no", "--logging_steps", "5",
+                    "--seed", str(seed),
                     "--max_completion_length", str(args.max_tokens), "--segmenter", "grabcut",
                     "--reward_funcs", *spec["reward_funcs"],
                     "--reward_weights", *map(str, spec["reward_weights"]))  # fmt: skip
-        logger.info("GRPO %s: %d steps", arm, args.grpo_steps)
-        run(cmd, out / f"grpo-{arm}.log", args.threads)
+        logger.info("GRPO %s, seed %d: %d steps", arm, seed, args.grpo_steps)
+        run(cmd, out / f"{folder.name}.log", args.threads)
     return folder
 
 
@@ -134,7 +135,9 @@ def format_validity(folder: Path) -> dict[str, float]:
     """Share of answers in VisionReasoner's format: the whole text well formed and every entry valid."""
     from segr1.answer_json import parse_json_answer
 
-    answers = [json.loads(line)["answer"] or "" for line in (folder / "samples.jsonl").read_text().splitlines()]
+    answers = [
+        json.loads(line)["answer"] or "" for line in (folder / "samples.jsonl").read_text().splitlines()
+    ]
     parsed = [parse_json_answer(a).validity for a in answers]
     n = max(len(parsed), 1)
     return {
@@ -166,7 +169,9 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/family-miniature"))
     parser.add_argument("--train-n", type=int, default=512, help="training scenes (seed 1)")
     parser.add_argument("--eval-n", type=int, default=200, help="held-out scenes (seed 1000)")
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-steps", type=int, default=80)
     parser.add_argument("--max-tokens", type=int, default=192, help="completion budget in training and eval")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per child process")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1], help="GRPO seeds (one run per arm each)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
@@ -181,11 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     manifest = heldout(out, args.eval_n)
     base = sft(out, args)
-    models = {"sft": base, **{f"grpo-{arm}": grpo(out, arm, base, args) for arm in ARMS}}
+    models = {"sft": base}
+    for arm in ARMS:
+        for seed in args.seeds:
+            models[f"grpo-{arm}-s{seed}"] = grpo(out, arm, seed, base, args)
     policies = {}
     for name, folder in models.items():
         policies[name] = {"seconds_per_step": None if name == "sft" else seconds_per_step(folder),
                           **evaluate(out, name, folder, manifest, args)}  # fmt: skip
+    for arm in ARMS:  # the mean over seeds
+        rows = [policies[f"grpo-{arm}-s{seed}"] for seed in args.seeds]
+        policies[f"grpo-{arm} (mean)"] = {
+            k: sum(r[k] for r in rows) / len(rows)
+            for k in rows[0]
+            if all(isinstance(r[k], float) for r in rows)
+        }
     summary = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "train_seed": TRAIN_SEED,

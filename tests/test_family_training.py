@@ -189,3 +189,27 @@ def test_a_trained_checkpoint_records_the_recipe_style_and_format(tmp_path):
     assert style_for(meta).name == "vision-reasoner" and format_for(meta).name == "vision-reasoner-json"
     with pytest.raises(ValueError, match="known formats"):
         GRPOScriptArguments(answer_format="json")
+
+
+def test_mask_rewards_segment_each_object_with_its_own_point():
+    """A point outside its own box still seeds that object, as at inference (the pipeline), not dropped by
+    Seg-R1's point-to-box rule; several objects: one prompt set each, their masks united."""
+    from segr1.tiered_rewards import ObjectsPrompt, objects_prompt
+
+    class Recording(BoxSegmenter):
+        def __init__(self):
+            self.sets = []
+
+        def segment(self, image, prompts):
+            self.sets.append([(p.boxes.tolist(), p.points.tolist()) for p in prompts])
+            return super().segment(image, prompts)
+
+    seg = Recording()
+    (reward,) = rewards_for(["segmentation"], answer_format="vision-reasoner-json", segmenter=seg)
+    mask = np.zeros((FRAME, FRAME), bool)
+    mask[0:100, 0:100] = mask[400:500, 400:500] = True
+    text = vr([([0, 0, 99, 99], [150, 50]), ([400, 400, 499, 499], [450, 450])])
+    assert reward([text], image=[IMG], mask=[mask]) == [pytest.approx(1.0)]  # the union of the two boxes
+    assert seg.sets == [[([[0, 0, 99, 99]], [[150, 50]]), ([[400, 400, 499, 499]], [[450, 450]])]]
+    parsed = objects_prompt(text, get_format("vision-reasoner-json"))
+    assert isinstance(parsed, ObjectsPrompt) and len(parsed.objects) == 2 and parsed.boxes.shape == (2, 4)

@@ -87,10 +87,10 @@ class PublishedReward:
 
 class FormattedSegmentationReward(SegmentationReward):
     """`segr1.rewards.SegmentationReward` (0.7 IoU + 0.3 S-measure of the segmenter's mask) on answers in another
-    answer format: ``answer_format`` (a `segr1.formats.AnswerFormat` or name) parses each completion into the
-    prompt of its union mask (for the JSON formats every valid box and point; each box takes the points inside
-    it). Everything else -- grouping by image, one segmenter call per image, the protocol's switches -- is the
-    parent's."""
+    answer format: ``answer_format`` (a `segr1.formats.AnswerFormat` or name) parses each completion into its
+    objects, each segmented with its own box and point(s) and united (`segr1.tiered_rewards.segment_objects`),
+    as the pipeline segments them at inference. Everything else -- grouping by image, one segmenter call per
+    image, the protocol's switches -- is the parent's."""
 
     def __init__(self, segmenter: Any = "grabcut", *, answer_format: Any, **kwargs: Any) -> None:
         from segr1.formats import get_format
@@ -100,15 +100,32 @@ class FormattedSegmentationReward(SegmentationReward):
 
     def _parse(self, completion: Any) -> Any:
         from segr1.answer import SegPrompt
+        from segr1.tiered_rewards import objects_prompt
 
-        prompt = self.answer_format.parse(completion_text(completion))
+        prompt = objects_prompt(completion_text(completion), self.answer_format)
         if self.requires_complete:
             v = prompt.validity
             if not (v.points and v.labels and (self.points_only or v.bbox)):
                 return SegPrompt(validity=v)
         if self.points_only and prompt.boxes.shape[0]:
-            prompt = replace(prompt, boxes=np.zeros((0, 4)))
+            objects = [replace(o, boxes=np.zeros((0, 4))) for o in prompt.objects]
+            prompt = replace(prompt, boxes=np.zeros((0, 4)), objects=objects)
         return prompt
+
+    def _segment_group(self, image: np.ndarray, prompts: list[Any]) -> list[np.ndarray] | None:
+        from segr1.geometry import to_image_frame
+        from segr1.tiered_rewards import segment_objects
+
+        h, w = image.shape[:2]
+        try:
+            return segment_objects(
+                self.segmenter, image, prompts, lambda p: to_image_frame(p, (w, h), self.frame)
+            )
+        except Exception:  # a reward must never stop training; the failure is logged and counted
+            logger.exception(
+                "segmenter failed on a %dx%d image; scoring %d completions 0", w, h, len(prompts)
+            )
+            return None
 
 
 def build_named_reward(
