@@ -1,6 +1,6 @@
 """Seg-Zero / VisionReasoner box-point rewards against Seg-R1's mask reward, in miniature (docs/results_family.md).
 
-    nice -n 5 python scripts/family_miniature.py --out runs/family-miniature     # about 30 CPU-minutes
+    nice -n 5 python scripts/family_miniature.py --out runs/family-miniature     # about 27 CPU-minutes
 
 On synthetic multi-object referring scenes ("all the red shapes", `segr1.data.synthetic_multi`), with the offline
 tiny Qwen2.5-VL (1.3 M parameters) on CPU:
