@@ -85,6 +85,7 @@ def test_foreground_benchmark_with_the_tiny_policy_and_grabcut(tmp_path, capsys)
         "segmenter": "grabcut",
         "max_new_tokens": 8,
         "prompt_style": "segr1",  # the embedded policy's
+        "answer_format": "seg-r1",
         "protocol": "segr1",
     }
     recs = records(out)

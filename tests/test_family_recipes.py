@@ -11,6 +11,7 @@ from segr1.family import SEG_ZERO, VISION_REASONER
 from segr1.train.callbacks import read_log
 from segr1.train.common import parse_recipe
 from segr1.train.grpo import build_rewards
+from segr1.train.named_rewards import NAMED_REWARDS
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FAMILY_RECIPES = ("seg_zero", "vision_reasoner", "sam_r1")
@@ -50,8 +51,9 @@ def test_seg_zero_and_vision_reasoner_keep_their_published_settings():
             protocol.frame,
             protocol.system,
         )
-        assert all(r.startswith("segr1.family_rewards.") for r in script.reward_funcs)
+        assert all(r in NAMED_REWARDS and r.startswith(name) for r in script.reward_funcs)  # short names
         assert t.reward_weights == [1.0] * len(script.reward_funcs)
+        assert (script.prompt_style, script.answer_format) == (protocol.name, f"{protocol.name}-json")
     _, sz, _ = _parse(RECIPES / "seg_zero.yaml")
     _, vr, _ = _parse(RECIPES / "vision_reasoner.yaml")
     assert sz.loss_type == "grpo" and vr.loss_type == "bnpo"  # micro-batches of 1 vs 16 sequences in veRL
@@ -67,17 +69,25 @@ def test_sam_r1_uses_asymmetric_clipping_and_token_level_normalisation():
         3000,
     )
     assert t.beta > 0  # SAM-R1 keeps the KL term
-    assert script.reward_funcs[0] == "segr1.tiered_rewards.sam_r1_tiered_iou"
+    assert (
+        script.reward_funcs[0] == "sam_r1_tiered"
+        and script.segmenter == "sam2-hf:facebook/sam2.1-hiera-large"
+    )
     assert model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert (script.prompt_style, script.answer_format) == (
+        "vision-reasoner",
+        "vision-reasoner-json",
+    )  # assumed
 
 
 @pytest.mark.parametrize("name", FAMILY_RECIPES)
 def test_recipe_rewards_import_and_tiny_versions_mirror_them(name):
     script, t, _ = _parse(RECIPES / f"{name}.yaml")
     tiny, tt, tm = _parse(RECIPES / "tiny" / f"{name}.yaml")
-    funcs = build_rewards(script, frame=840)
-    assert [f.__name__ for f in funcs] == [r.rpartition(".")[2] for r in script.reward_funcs]
-    assert tiny.reward_funcs[1:] == script.reward_funcs[1:] and tm.model_name_or_path == "tiny" and tt.use_cpu
+    funcs = build_rewards(script, frame=840, style=script.prompt_style)
+    assert [f.__name__ for f in funcs] == script.reward_funcs
+    assert tiny.reward_funcs == script.reward_funcs and tm.model_name_or_path == "tiny" and tt.use_cpu
+    assert (tiny.prompt_style, tiny.answer_format) == (script.prompt_style, script.answer_format)
     assert (tt.loss_type, tt.epsilon, tt.epsilon_high, tt.beta) == (
         t.loss_type,
         t.epsilon,
@@ -110,11 +120,37 @@ def test_tiny_sam_r1_grpo_runs_with_epsilon_high_and_dapo(tmp_path):
     from segr1.cli import main
 
     out = tmp_path / "sam_r1"
-    data = [{"synthetic": {"kind": "referring", "n": 4, "seed": 0, "size": 96}}]
+    data = [{"synthetic": {"kind": "multi", "n": 4, "seed": 0, "size": 96}}]
     args = ["train", "grpo", "--config", str(RECIPES / "tiny" / "sam_r1.yaml"), "--train_data", json.dumps(data),
             "--data_cache_dir", str(tmp_path / "synth"), "--output_dir", str(out), "--max_steps", "1",
             "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "16",
             "--logging_steps", "1", "--beta", "0"]  # fmt: skip
     assert main(args) == 0
     (step,) = [r for r in read_log(out / "log.jsonl") if "reward" in r]
-    assert "rewards/tiered_iou_grabcut/mean" in step and "tiered_iou_grabcut/mask_iou" in step
+    assert "rewards/sam_r1_tiered/mean" in step and "sam_r1_tiered/mask_iou" in step
+
+
+def test_tiny_vision_reasoner_grpo_trains_on_multi_object_scenes_in_its_own_prompt(tmp_path):
+    """An SFT warm-up in VisionReasoner's JSON, then two GRPO steps of the tiny recipe on multi-object scenes:
+    every reward term is logged and both checkpoints record the style and format they were trained in."""
+    from segr1.cli import main
+    from segr1.policies import read_policy_metadata
+
+    data = json.dumps([{"synthetic": {"kind": "multi", "n": 6, "seed": 0, "size": 96}}])
+    common = ["--train_data", data, "--data_cache_dir", str(tmp_path / "synth"), "--logging_steps", "1"]
+    sft = tmp_path / "sft"
+    assert main(["train", "sft", "--config", str(RECIPES / "tiny" / "sft.yaml"), *common, "--output_dir", str(sft),
+                 "--max_steps", "2", "--task", "referring", "--frame", "224", "--prompt_style", "vision-reasoner",
+                 "--sft_think", "none"]) == 0  # fmt: skip
+    assert read_policy_metadata(sft)["answer_format"] == "vision-reasoner-json"
+    out = tmp_path / "vr"
+    args = ["train", "grpo", "--config", str(RECIPES / "tiny" / "vision_reasoner.yaml"), *common,
+            "--model_name_or_path", str(sft), "--output_dir", str(out), "--max_steps", "2", "--num_generations", "2",
+            "--per_device_train_batch_size", "4", "--max_completion_length", "24"]  # fmt: skip
+    assert main(args) == 0
+    steps = [r for r in read_log(out / "log.jsonl") if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for term in ("think_format", "json_format", "box_iou", "box_l1", "point", "non_repeat"):
+        assert all(f"rewards/vision_reasoner_{term}/mean" in r for r in steps), term
+    meta = read_policy_metadata(out)
+    assert (meta["prompt_style"], meta["answer_format"]) == ("vision-reasoner", "vision-reasoner-json")

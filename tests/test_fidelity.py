@@ -187,7 +187,8 @@ def test_release_answer_rules_reach_the_segmenter():
     (prompt,) = seg.seen[-1][1]
     assert prompt.boxes.shape == (1, 4) and prompt.point_assignment == "all" and prompt.points.shape == (2, 2)
     SegR1Pipeline(Recorder(answer), seg, task="reasoning", frame=160)(IMAGE, "q")
-    assert seg.seen[-1][1][0].boxes.shape == (2, 4)  # segr1: every box
+    # segr1: every box, each an object of its own (one prompt set per instance)
+    assert [p.boxes.shape for p in seg.seen[-1][1]] == [(1, 4), (1, 4)]
     mismatch = BOX.replace("<labels>[1,0]", "<labels>[1]")
     SegR1Pipeline(Recorder(mismatch), seg, frame=160, protocol="seg-r1")(IMAGE)
     assert seg.seen[-1][1][0].points.shape == (0, 2) and seg.seen[-1][1][0].boxes.shape == (1, 4)

@@ -92,6 +92,7 @@ def test_synthetic_images_all_succeed_and_duplicate_stems_do_not_overwrite(tmp_p
             "max_new_tokens": None,  # the prompt style's budget
             "batch_size": 2,
             "prompt_style": None,
+            "answer_format": None,
             "protocol": None,
         }
     ]

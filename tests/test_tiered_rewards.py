@@ -58,7 +58,9 @@ def test_tiers_by_hand_with_a_box_segmenter():
     reward = TieredMaskIoUReward(seg)
     got = reward(completions, image=[image] * len(completions), mask=[gt] * len(completions))
     assert got == [4.0, 4.0, 3.0, 2.0, 0.0, 4.0, 0.0]
-    assert seg.calls == [6]  # one call for the one distinct image, the unparsable answer left out
+    # one call for the one distinct image: one prompt set per object (the two-object answer gives two), the
+    # unparsable answer left out
+    assert seg.calls == [7]
     assert reward.last_stats["mask_iou"] == pytest.approx(
         (1 + 1600 / 1760 + 1600 / 2080 + 1600 / 2400 + 0.5 + 1) / 7
     )

@@ -145,13 +145,19 @@ def _from_masks(kind: str, value: Any, points_per_object: int, from_mask: str) -
     return gt
 
 
+def _has(columns: dict[str, Any], name: str, i: int) -> bool:
+    values = columns.get(name)
+    return values is not None and values[i] is not None
+
+
 def ground_truth(
     columns: dict[str, Any], i: int, *, points_per_object: int = 1, from_mask: str = "union"
 ) -> GroundTruth:
     """Row ``i``'s ground-truth objects from the dataset columns (see the module docstring). Raises on a
-    broken entry; ValueError when none of ``boxes``, ``instances``, ``mask`` is given."""
+    broken entry; ValueError when none of ``boxes``, ``instances``, ``mask`` is given. A column whose entry for
+    this row is None (a dataset mixing sources with and without per-instance columns) is skipped for it."""
     boxes = columns.get("boxes")
-    if boxes is not None:
+    if boxes is not None and boxes[i] is not None:
         b = _boxes(boxes[i])
         pts = columns.get("points")
         if pts is not None and pts[i] is not None:
@@ -162,12 +168,12 @@ def ground_truth(
         if sizes is not None and sizes[i] is not None:
             size = _size(sizes[i])
         else:
-            kind = "instances" if columns.get("instances") is not None else "mask"
-            if columns.get(kind) is None:
+            kind = next((k for k in ("instances", "mask") if _has(columns, k, i)), None)
+            if kind is None:
                 raise ValueError("a 'boxes' column needs 'image_size' (or an 'instances'/'mask' column)")
             size = _from_masks(kind, columns[kind][i], points_per_object, from_mask).size
         return GroundTruth(b, p, size)
     for kind in ("instances", "mask"):
-        if columns.get(kind) is not None:
+        if _has(columns, kind, i):
             return _from_masks(kind, columns[kind][i], points_per_object, from_mask)
     raise ValueError("the family rewards need a 'boxes', 'instances' or 'mask' dataset column")

@@ -21,6 +21,19 @@ MASK_COLOR = (30, 144, 255)  # RGB, the mask tint and its contour
 BOX_COLOR = (255, 215, 0)  # RGB, prompt boxes
 POSITIVE_COLOR = (0, 220, 0)  # RGB, foreground points (label 1)
 NEGATIVE_COLOR = (230, 0, 0)  # RGB, background points (label 0)
+#: RGB colours of instances 1, 2, ... in `draw_instance_overlay` (cycled; the first is MASK_COLOR).
+INSTANCE_COLORS: tuple[tuple[int, int, int], ...] = (
+    MASK_COLOR,
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (23, 190, 207),
+    (227, 119, 194),
+    (188, 189, 34),
+    (140, 86, 75),
+    (127, 127, 127),
+)
 
 
 def _line_width(height: int, width: int) -> int:
@@ -72,13 +85,53 @@ def draw_overlay(
     return out
 
 
+def instance_color(k: int) -> tuple[int, int, int]:
+    """RGB colour of instance ``k`` (0-based) in `draw_instance_overlay`."""
+    return INSTANCE_COLORS[k % len(INSTANCE_COLORS)]
+
+
+def draw_instance_overlay(
+    image: np.ndarray,
+    masks: list[np.ndarray],
+    prompts: list[SegPrompt] | None = None,
+    *,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Return a copy of ``image`` with each instance mask tinted and outlined in its own colour
+    (`instance_color`), and each instance's prompt drawn with its box in that colour.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        masks: one (H, W) mask per instance (any dtype; non-zero = the instance); where instances overlap the
+            later one's tint is on top.
+        prompts: one prompt per instance (IMAGE frame) or None; points keep the green (1) / red (0) of
+            `draw_overlay`.
+        alpha: tint opacity inside each mask, in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB; the inputs are not modified.
+    """
+    if prompts is not None and len(prompts) != len(masks):
+        raise ValueError(f"got {len(prompts)} prompts for {len(masks)} instance masks")
+    out = np.ascontiguousarray(np.asarray(image)).copy()
+    for k, mask in enumerate(masks):
+        out = draw_overlay(out, mask, None, alpha=alpha, mask_color=instance_color(k))
+    if prompts is not None:
+        lw = _line_width(*out.shape[:2])
+        for k, prompt in enumerate(prompts):
+            _draw_prompt(out, prompt, lw, box_color=instance_color(k))
+    return out
+
+
 def _to_pixels(values: np.ndarray, limit: int) -> np.ndarray:
     """Round float coordinates to ints in [0, limit - 1] (NaN -> 0) so OpenCV never sees huge values."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=limit - 1, neginf=0.0)
     return np.clip(np.round(values), 0, max(limit - 1, 0)).astype(np.int64)
 
 
-def _draw_prompt(out: np.ndarray, prompt: SegPrompt, lw: int) -> None:
+def _draw_prompt(
+    out: np.ndarray, prompt: SegPrompt, lw: int, box_color: tuple[int, int, int] = BOX_COLOR
+) -> None:
     """Draw boxes and points of ``prompt`` (image frame) onto ``out`` in place."""
     height, width = out.shape[:2]
     boxes = np.asarray(prompt.boxes, dtype=np.float64).reshape(-1, 4)
@@ -89,7 +142,7 @@ def _draw_prompt(out: np.ndarray, prompt: SegPrompt, lw: int) -> None:
         _to_pixels(boxes[:, 3], height),
         strict=True,
     ):
-        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), BOX_COLOR, lw, lineType=cv2.LINE_8)
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), box_color, lw, lineType=cv2.LINE_8)
 
     points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(prompt.labels).reshape(-1)

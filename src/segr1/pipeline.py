@@ -3,26 +3,29 @@
 Data flow per batch of images::
 
     image (H, W) ──resize──> model frame (frame x frame) ──policy──> answer text (model frame)
-    answer ──parse──> SegPrompt (model frame) ──scale──> SegPrompt (image frame)
-    image + SegPrompt (image frame) ──segmenter──> mask (H, W) bool ──> overlay (H, W, 3) uint8
+    answer ──parse──> one SegPrompt per object (model frame) ──scale──> SegPrompts (image frame)
+    image + SegPrompts (image frame) ──segmenter──> one mask (H, W) bool per object ──union──> mask
+    masks ──> overlay (H, W, 3) uint8 (one colour per object when there are several)
 
-The policy is called once per batch of images (once per distinct system turn), the segmenter once per image.
-The instruction, system turn, frame and answer budget come from the checkpoint's prompt style
-(:mod:`segr1.styles`), the parser from its answer format (:mod:`segr1.formats`), and the release-protocol
-switches (:mod:`segr1.protocol`) from ``protocol``.
+An *object* (instance) is one ``<bbox>`` with the points inside it in Seg-R1's tags, one entry of a
+VisionReasoner answer, the one object of a Seg-Zero answer (`segr1.formats.AnswerFormat.objects`); the union of
+the instance masks is the mask Seg-R1 always returned. The policy is called once per batch of images (once per
+distinct system turn), the segmenter once per image with all its objects. The instruction, system turn, frame
+and answer budget come from the checkpoint's prompt style (:mod:`segr1.styles`), the parser from its answer
+format (:mod:`segr1.formats`), and the release-protocol switches (:mod:`segr1.protocol`) from ``protocol``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+from segr1.result import SegResult
 
 if TYPE_CHECKING:
     from segr1.answer import SegPrompt
@@ -38,62 +41,14 @@ PIPELINE_STAGES = ("eval", "demo")
 
 ImageInput = Image.Image | np.ndarray
 
-
-@dataclass
-class SegResult:
-    """The outcome for one image.
-
-    Attributes:
-        answer: the policy's raw completion text (answers in the MODEL frame).
-        prompt: the parsed prompt in the IMAGE frame: boxes (N, 4) xyxy, points (M, 2) xy, labels (M,).
-        prompt_model_frame: the same prompt as parsed, in the square MODEL frame (``frame`` x ``frame``).
-        mask: (H, W) bool at the original image size; all False when ``error`` is set.
-        overlay: (H, W, 3) uint8 RGB: the image with the mask, boxes and points drawn.
-        timings: seconds: ``generate_s`` (this image's share of the batched policy call), ``segment_s``.
-        error: None on success, else why no usable mask came out ("unparsable answer", "truncated answer",
-            "empty mask", ...).
-        frame: side of the square model frame the policy saw.
-        truncated: the answer used the whole ``max_new_tokens`` budget without finishing (when the policy
-            backend says so; see `segr1.policies.generate_with_info`).
-    """
-
-    answer: str
-    prompt: SegPrompt
-    prompt_model_frame: SegPrompt
-    mask: np.ndarray
-    overlay: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    frame: int = 0
-    truncated: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when the answer parsed and gave a non-empty mask."""
-        return self.error is None
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(W, H) of the original image."""
-        return int(self.mask.shape[1]), int(self.mask.shape[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (no pixel arrays): answer, prompts in both frames, area, error, timings."""
-        return {
-            "answer": self.answer,
-            "prompt": self.prompt.to_dict(),
-            "prompt_model_frame": self.prompt_model_frame.to_dict(),
-            "frame": self.frame,
-            "image_size": list(self.image_size),
-            "mask_area": int(np.count_nonzero(self.mask)),
-            "error": self.error,
-            "truncated": self.truncated,
-            "timings": {k: round(float(v), 6) for k, v in self.timings.items()},
-        }
-
-    def to_json(self, **extra: Any) -> str:
-        """One JSON line (no newline) of :meth:`to_dict` plus ``extra`` keys (e.g. ``image=path``)."""
-        return json.dumps({**extra, **self.to_dict()}, ensure_ascii=False)
+__all__ = [
+    "ERROR_EMPTY_MASK",
+    "ERROR_TRUNCATED",
+    "ERROR_UNPARSABLE",
+    "SegR1Pipeline",
+    "SegResult",
+    "as_rgb_array",
+]
 
 
 def as_rgb_array(image: ImageInput) -> np.ndarray:
@@ -142,7 +97,9 @@ class SegR1Pipeline:
         batch_size: images per policy call.
         prompt_style: a style name or object; None -> `segr1.styles.style_for(policy.metadata)` (what the
             checkpoint records; ``seg-r1`` when it records nothing).
-        answer_format: a format name or object; None -> what the checkpoint records, else ``seg-r1``'s tags.
+        answer_format: a format name or object; None -> what the checkpoint records, else the prompt style's
+            (``seg-r1``'s tags for the segr1 and seg-r1 styles; the families' JSON for theirs). With an explicit
+            ``prompt_style`` the style's format wins over the recorded one.
         protocol: release-protocol switches (`segr1.protocol.get_protocol` spec or object); None -> ``segr1``.
         stage: "eval" (default) or "demo": which of the style's texts, frames and budgets to use.
 
@@ -166,7 +123,7 @@ class SegR1Pipeline:
         stage: str = "eval",
     ) -> None:
         from segr1.formats import format_for
-        from segr1.protocol import get_protocol
+        from segr1.protocol import for_style, get_protocol
         from segr1.styles import TASKS, style_for
 
         if task not in TASKS:
@@ -175,8 +132,8 @@ class SegR1Pipeline:
             raise ValueError(f"stage must be one of {PIPELINE_STAGES}, got {stage!r}")
         metadata = getattr(policy, "metadata", None) or {}
         self.style = style_for(metadata, prompt_style)
-        self.answer_format = format_for(metadata, answer_format)
-        self.protocol = get_protocol(protocol, "demo" if stage == "demo" else "eval")
+        self.answer_format = format_for(metadata if prompt_style is None else None, answer_format, self.style)
+        self.protocol = for_style(get_protocol(protocol, "demo" if stage == "demo" else "eval"), self.style)
         self.stage = stage
         if frame is None:  # the checkpoint's own frame when it records one, else the style's
             frame = getattr(policy, "frame", None) or self.style.frame(task, stage)
@@ -260,7 +217,8 @@ class SegR1Pipeline:
         return (
             f"SegR1Pipeline(policy={getattr(self.policy, 'name', '?')!r}, "
             f"segmenter={getattr(self.segmenter, 'name', '?')!r}, task={self.task!r}, frame={self.frame}, "
-            f"prompt_style={self.style.name!r}, protocol={self.protocol.name!r})"
+            f"prompt_style={self.style.name!r}, answer_format={self.answer_format.name!r}, "
+            f"protocol={self.protocol.name!r})"
         )
 
     def __call__(
@@ -355,71 +313,93 @@ class SegR1Pipeline:
     def _finish(
         self, image: np.ndarray, answer: str, generate_s: float, truncated: bool = False
     ) -> SegResult:
-        """Parse one answer, map it to the image frame, segment and draw."""
-        from segr1.geometry import to_image_frame
-        from segr1.overlay import draw_overlay
+        """Parse one answer into its objects, map them to the image frame, segment each and draw."""
+        from segr1.geometry import split_by_box, to_image_frame
+        from segr1.overlay import draw_instance_overlay, draw_overlay
         from segr1.protocol import adjust_prompt
 
         height, width = image.shape[:2]
-        prompt_model = adjust_prompt(self.answer_format.parse(answer), self.task, self.protocol)
+        parsed = self.answer_format.parse(answer)
+        prompt_model = adjust_prompt(parsed, self.task, self.protocol)
+        # the format's objects, unless a protocol switch changed the prompt (then Seg-R1's split of what is left)
+        objects_model = (
+            self.answer_format.objects(answer) if prompt_model is parsed else split_by_box(prompt_model)
+        )
         prompt = to_image_frame(prompt_model, (width, height), self.frame)
+        objects = [to_image_frame(o, (width, height), self.frame) for o in objects_model]
         mask = np.zeros((height, width), dtype=bool)
+        instances: list[np.ndarray] = []
         error: str | None = None
         t0 = time.perf_counter()
-        if prompt.is_empty:
+        if not objects:
             error = ERROR_TRUNCATED if truncated else ERROR_UNPARSABLE
+            objects = []
         else:
             try:
-                mask = self._segment(image, prompt, prompt_model)
+                instances = self._segment(image, objects, objects_model)
             except Exception as exc:  # a bad image or prompt must not stop a batch job
                 name = getattr(self.segmenter, "name", "?")
                 logger.error("segmenter %r failed: %s: %s", name, type(exc).__name__, exc)
                 logger.debug("segmenter %r traceback", name, exc_info=True)  # shown with --debug
                 error = f"segmentation failed: {type(exc).__name__}: {exc}"
+                instances, objects = [], []
             else:
+                mask = np.logical_or.reduce(instances) if len(instances) > 1 else instances[0].copy()
                 if not mask.any():
                     error = ERROR_EMPTY_MASK
         segment_s = time.perf_counter() - t0
+        if len(instances) > 1:
+            overlay = draw_instance_overlay(image, instances, objects)
+        else:
+            overlay = draw_overlay(image, mask, prompt)
         return SegResult(
             answer=answer,
             prompt=prompt,
             prompt_model_frame=prompt_model,
             mask=mask,
-            overlay=draw_overlay(image, mask, prompt),
+            overlay=overlay,
             timings={"generate_s": generate_s, "segment_s": segment_s},
             error=error,
             frame=self.frame,
             truncated=truncated,
+            instances=instances,
+            instance_prompts=objects,
         )
 
     def _segment(
-        self, image: np.ndarray, prompt: SegPrompt, prompt_model: SegPrompt | None = None
-    ) -> np.ndarray:
-        """The (H, W) bool mask of ``prompt`` (image frame) on ``image``; the protocol's ``ablation_*`` switches
-        instead segment the squashed model-frame image (with ``prompt_model``) and/or swap its channels."""
+        self, image: np.ndarray, prompts: list[SegPrompt], prompts_model: list[SegPrompt] | None = None
+    ) -> list[np.ndarray]:
+        """One (H, W) bool mask per prompt (image frame) on ``image``, in one segmenter call; the protocol's
+        ``ablation_*`` switches instead segment the squashed model-frame image (with ``prompts_model``) and/or
+        swap its channels."""
         protocol = self.protocol
-        on_frame = protocol.ablation_sam_on_model_frame and prompt_model is not None
+        on_frame = protocol.ablation_sam_on_model_frame and prompts_model is not None
         if on_frame:
             from segr1.geometry import clip_prompt
 
             seg_image = np.asarray(
                 Image.fromarray(image).resize((self.frame, self.frame), Image.Resampling.BILINEAR)
             )
-            seg_prompt = clip_prompt(prompt_model, (self.frame, self.frame))
+            seg_prompts = [clip_prompt(p, (self.frame, self.frame)) for p in prompts_model]  # type: ignore[union-attr]
         else:
-            seg_image, seg_prompt = image, prompt
+            seg_image, seg_prompts = image, prompts
         if protocol.ablation_bgr_to_sam:
             seg_image = np.ascontiguousarray(seg_image[:, :, ::-1])
-        (mask,) = self.segmenter.segment(seg_image, [seg_prompt])
-        mask = np.asarray(mask).astype(bool)
-        if mask.shape != seg_image.shape[:2]:
-            raise ValueError(
-                f"segmenter returned a mask of shape {mask.shape} for an image of {seg_image.shape[:2]}"
-            )
-        if on_frame:  # back to the image size as the release did: bilinear on 0/255, then > 128
-            height, width = image.shape[:2]
-            back = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-            mask = np.asarray(back) > 128
-        return mask
+        masks = self.segmenter.segment(seg_image, seg_prompts)
+        if len(masks) != len(seg_prompts):
+            raise ValueError(f"segmenter returned {len(masks)} masks for {len(seg_prompts)} prompt sets")
+        out = []
+        for mask in masks:
+            mask = np.asarray(mask).astype(bool)
+            if mask.shape != seg_image.shape[:2]:
+                raise ValueError(
+                    f"segmenter returned a mask of shape {mask.shape} for an image of {seg_image.shape[:2]}"
+                )
+            if on_frame:  # back to the image size as the release did: bilinear on 0/255, then > 128
+                height, width = image.shape[:2]
+                back = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                    (width, height), Image.Resampling.BILINEAR
+                )
+                mask = np.asarray(back) > 128
+            out.append(mask)
+        return out

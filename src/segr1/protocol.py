@@ -276,6 +276,20 @@ def model_image(rgb: np.ndarray, frame: int, protocol: Protocol | None = None) -
     return out
 
 
+def for_style(protocol: Protocol, style: Any) -> Protocol:
+    """``protocol`` with the prompt style's own resize filter when the style fixes one (``style.frame_filter``:
+    the Seg-Zero / VisionReasoner styles resize with PIL bilinear, as their scripts do, whatever the preset
+    says); ``protocol`` itself otherwise."""
+    fixed = getattr(style, "frame_filter", None)
+    if fixed is None or fixed == protocol.frame_filter:
+        return protocol
+    if fixed not in _CHOICES["frame_filter"]:
+        raise ValueError(
+            f"style {getattr(style, 'name', style)!r} asks for an unknown frame filter {fixed!r}"
+        )
+    return replace(protocol, frame_filter=fixed)
+
+
 def adjust_prompt(prompt: SegPrompt, task: str, protocol: Protocol | None = None) -> SegPrompt:
     """Apply the answer-handling switches to a parsed prompt (any frame): ``labels_mismatch`` (drop points
     whose labels did not parse) and ``reasoning_boxes`` (first box, all points). Returns ``prompt`` itself when

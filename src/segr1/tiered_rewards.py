@@ -6,7 +6,9 @@ comes from a `segr1.segmenters.Segmenter` exactly as in `segr1.rewards.Segmentat
 extends): every completion is parsed (Seg-Zero / VisionReasoner JSON by default: all its valid boxes and points;
 or Seg-R1's tags), completions are grouped by image, and the segmenter is called ONCE per distinct image with
 all its completions' prompt sets; a prompt set's mask is the union of its per-box masks (a box takes the points
-inside it). Unparsable answers score 0; segmenter and ground-truth failures score 0 and are counted.
+inside it). Unparsable answers score 0; segmenter and ground-truth failures score 0 and are counted. A JSON answer's
+objects are segmented one by one, each with its own box and point(s) (`ObjectsPrompt`), as the families'
+inference does and as `segr1.pipeline.SegR1Pipeline` does, and their masks united.
 
 Frames: with ``frame=None`` (the default) answers are in the frame of the row's ``image`` column (GRPO rows hold
 the image the model saw, so no rescaling is needed); an int ``frame`` maps from a square model frame of that
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,44 @@ from segr1.rewards import SegmentationReward, _resize_nearest, completion_text, 
 logger = logging.getLogger(__name__)
 
 ANSWER_FORMATS = ("json", "tags")
+
+
+@dataclass(eq=False)
+class ObjectsPrompt(SegPrompt):
+    """The union prompt of an answer (what empty / complete checks read) plus its objects, each segmented with
+    its own box and points (`segment_objects`); same frame as the union."""
+
+    objects: list[SegPrompt] = field(default_factory=list)
+
+
+def objects_prompt(text: str, answer_format: Any) -> ObjectsPrompt:
+    """``text`` parsed by ``answer_format`` (a `segr1.formats.AnswerFormat`): its union prompt and its objects."""
+    union = answer_format.parse(text)
+    fields_ = {f.name: getattr(union, f.name) for f in fields(SegPrompt)}
+    return ObjectsPrompt(**fields_, objects=answer_format.objects(text))
+
+
+def segment_objects(
+    segmenter: Any, image: np.ndarray, prompts: list[SegPrompt], to_image: Callable[[SegPrompt], SegPrompt]
+) -> list[np.ndarray]:
+    """One (H, W) bool mask per prompt on ``image``, in one segmenter call: an `ObjectsPrompt`'s objects are
+    segmented one by one and united, any other prompt as one prompt set. ``to_image`` maps a prompt to the
+    image frame."""
+    h, w = image.shape[:2]
+    flat: list[SegPrompt] = []
+    owner: list[int] = []
+    for k, prompt in enumerate(prompts):
+        parts = getattr(prompt, "objects", None) or [prompt]
+        for part in parts:
+            flat.append(to_image(part))
+            owner.append(k)
+    masks = segmenter.segment(image, flat)
+    if len(masks) != len(flat):
+        raise ValueError(f"segmenter returned {len(masks)} masks for {len(flat)} prompt sets")
+    out = [np.zeros((h, w), dtype=bool) for _ in prompts]
+    for k, mask in zip(owner, masks, strict=True):
+        out[k] |= np.asarray(mask, dtype=bool)
+    return out
 
 
 def tier_reward(iou: float, tiers: Sequence[tuple[float, float]]) -> float:
@@ -93,21 +134,18 @@ class TieredMaskIoUReward(SegmentationReward):
         text = completion_text(completion)
         if self.answer_format == "tags":
             return parse_answer(text)
-        from segr1.family_rewards import parse_cached
+        from segr1.formats import get_format
 
-        return parse_cached(text).union()
+        return objects_prompt(text, get_format("vision-reasoner-json"))  # reads either JSON layout
 
     def _segment_group(self, image: np.ndarray, prompts: list[SegPrompt]) -> list[np.ndarray] | None:
         h, w = image.shape[:2]
         try:
             if self.frame_from_image:
-                in_image = [clip_prompt(p, (w, h)) for p in prompts]
-            else:
-                in_image = [to_image_frame(p, (w, h), self.frame) for p in prompts]
-            masks = self.segmenter.segment(image, in_image)
-            if len(masks) != len(prompts):
-                raise ValueError(f"segmenter returned {len(masks)} masks for {len(prompts)} prompt sets")
-            return [np.asarray(m, dtype=bool) for m in masks]
+                return segment_objects(self.segmenter, image, prompts, lambda p: clip_prompt(p, (w, h)))
+            return segment_objects(
+                self.segmenter, image, prompts, lambda p: to_image_frame(p, (w, h), self.frame)
+            )
         except Exception:  # a reward must never stop training; the failure is logged and counted
             logger.exception(
                 "segmenter failed on a %dx%d image; scoring %d completions 0", w, h, len(prompts)

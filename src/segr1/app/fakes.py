@@ -30,13 +30,15 @@ class RedBlobPolicy:
 
     ``frame``: the square model frame it reports (the demo's pipelines resize images to it). An image with
     no red pixel gets an answer with no prompt (parsed as unparsable). ``delay_s`` sleeps in each call, to
-    stand in for a slow model in load tests.
+    stand in for a slow model in load tests. ``per_blob``: one box and point per 8-connected red blob (one
+    object each, as a multi-object answer) instead of one box around all the red pixels.
     """
 
-    def __init__(self, frame: int = 256, delay_s: float = 0.0) -> None:
+    def __init__(self, frame: int = 256, delay_s: float = 0.0, *, per_blob: bool = False) -> None:
         self.name = "red-blob"
         self.frame = frame
         self.delay_s = delay_s
+        self.per_blob = per_blob
 
     def generate(
         self,
@@ -52,22 +54,36 @@ class RedBlobPolicy:
             import time
 
             time.sleep(self.delay_s)
-        return [[self.answer_for(np.asarray(im.convert("RGB")))] * num_samples for im in images]
+        return [
+            [self.answer_for(np.asarray(im.convert("RGB")), self.per_blob)] * num_samples for im in images
+        ]
 
     @staticmethod
-    def answer_for(image: np.ndarray) -> str:
-        """Seg-R1 answer text for (H, W, 3) uint8 RGB ``image``, in that image's pixel frame."""
+    def answer_for(image: np.ndarray, per_blob: bool = False) -> str:
+        """Seg-R1 answer text for (H, W, 3) uint8 RGB ``image``, in that image's pixel frame (``per_blob``:
+        one ``<bbox>`` per red blob, largest first)."""
         red = red_pixels(image)
         if not red.any():
             return "<think>I see nothing red.</think>"
-        ys, xs = np.nonzero(red)
+        if per_blob:
+            from segr1.instances import connected_components
+
+            blobs = connected_components(red, min_pixels=4)
+        else:
+            blobs = [red]
         h, w = red.shape
-        x1, y1 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
-        x2, y2 = min(int(xs.max()) + 2, w - 1), min(int(ys.max()) + 2, h - 1)
-        cx, cy = int(round(xs.mean())), int(round(ys.mean()))
+        boxes, points = [], []
+        for blob in blobs:
+            ys, xs = np.nonzero(blob)
+            x1, y1 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
+            x2, y2 = min(int(xs.max()) + 2, w - 1), min(int(ys.max()) + 2, h - 1)
+            boxes.append(f"<bbox>[{x1},{y1},{x2},{y2}]</bbox>")
+            points.append((int(round(xs.mean())), int(round(ys.mean()))))
+        where = ", ".join(f"({cx}, {cy})" for cx, cy in points)
+        kind = "object lies" if len(blobs) == 1 else f"{len(blobs)} objects lie"
         return (
-            f"<think>The red object lies around ({cx}, {cy}).</think> <bbox>[{x1},{y1},{x2},{y2}]</bbox>, "
-            f"<points>[[{cx},{cy}]]</points>, <labels>[1]</labels>"
+            f"<think>The red {kind} around {where}.</think> {', '.join(boxes)}, "
+            f"<points>[{','.join(f'[{cx},{cy}]' for cx, cy in points)}]</points>, <labels>[{','.join('1' * len(points))}]</labels>"
         )
 
 

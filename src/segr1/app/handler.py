@@ -95,11 +95,13 @@ class DemoResponse:
     """What one request returns.
 
     Attributes:
-        overlay: (H, W, 3) uint8 RGB, the image with the mask, boxes and points drawn (image frame).
+        overlay: (H, W, 3) uint8 RGB, the image with the mask, boxes and points drawn (image frame); each
+            object in its own colour when the answer holds several.
         mask_path: PNG file, 0/255, (H, W) like the image, for download.
         answer: the policy's raw answer text (its coordinates are in the MODEL frame).
         details: JSON-serialisable: task, text, prompts in the image and model frames, frame, image size,
-            mask area, error, timings (``SegResult.to_dict`` without the answer).
+            mask area, the objects (``instances``: boxes, points, labels and mask area of each), error, timings
+            (``SegResult.to_dict`` without the answer).
         status: one human-readable line (mask area, or why there is no mask).
     """
 
@@ -275,6 +277,9 @@ def describe(result: SegResult) -> str:
     """One line for people: the mask's area and prompt counts, or why there is no mask."""
     n_boxes, n_points = len(result.prompt.boxes), len(result.prompt.points)
     prompts = f"{n_boxes} box{'es' if n_boxes != 1 else ''}, {n_points} point{'s' if n_points != 1 else ''}"
+    n_objects = len(getattr(result, "instances", None) or ())
+    if n_objects > 1:
+        prompts += f"; {n_objects} objects, each in its own colour"
     if result.error is None:
         area = 100.0 * float(np.count_nonzero(result.mask)) / max(result.mask.size, 1)
         return f"ok: mask covers {area:.1f}% of the image ({prompts})"

@@ -134,7 +134,8 @@ def describe_problems(problems: dict[Path, str]) -> str:
 
 
 def add_fidelity_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--prompt-style`` and ``--protocol`` (see docs/fidelity.md)."""
+    """Add ``--prompt-style``, ``--answer-format`` and ``--protocol`` (see docs/fidelity.md, docs/family.md)."""
+    from segr1.formats import FORMATS
     from segr1.styles import STYLES
 
     parser.add_argument(
@@ -142,7 +143,15 @@ def add_fidelity_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
         default=None,
         choices=sorted(STYLES),
         help="the texts, frames and budgets the model is prompted with (default: what the checkpoint records; "
-        "seg-r1, the release's, for hub ids and stock Qwen-VL; segr1 for the embedded tiny model)",
+        "seg-zero / vision-reasoner for Ricky06662/Seg-Zero-7B / VisionReasoner-7B; seg-r1, the release's, for "
+        "other hub ids and stock Qwen-VL; segr1 for the embedded tiny model)",
+    )
+    parser.add_argument(
+        "--answer-format",
+        default=None,
+        choices=sorted(FORMATS),
+        help="how the answers are parsed (default: what the checkpoint records, else the prompt style's: seg-r1 "
+        "tags, or the seg-zero-json / vision-reasoner-json answers of those styles)",
     )
     parser.add_argument(
         "--protocol",

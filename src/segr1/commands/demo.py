@@ -173,6 +173,8 @@ def demo_pipeline_kwargs(args: argparse.Namespace) -> dict[str, object]:
         kwargs["frame"] = args.frame
     if args.prompt_style is not None:
         kwargs["prompt_style"] = args.prompt_style
+    if getattr(args, "answer_format", None) is not None:
+        kwargs["answer_format"] = args.answer_format
     if args.protocol is not None:
         kwargs["protocol"] = args.protocol
         if get_protocol(args.protocol, "demo").demo_prompt == "release":

@@ -11,7 +11,8 @@
 Writes OUT/pred/<id>.png (0/255 at the ground-truth size), OUT/samples.jsonl (one record per sample:
 answer, prompts in the image frame, IoU, error), OUT/metrics.json (foreground: S-measure, weighted F, MAE,
 E/F-measures; referring/reasoning: gIoU, cIoU; with n_total, n_ok, n_failed, n_scored and failures by
-reason) and OUT/report.html (best and worst cases). With any --model the segmenter defaults to
+reason; with --per-instance also the per-object metrics inst_miou, inst_precision50/recall50/f1_50 and
+inst_count_acc, objects matched one-to-one) and OUT/report.html (best and worst cases). With any --model the segmenter defaults to
 sam2-hf:facebook/sam2.1-hiera-large and the prompts, frame and budget to the checkpoint's prompt style
 (seg-r1, the release's, unless it records another); --protocol seg-r1 evaluates as the release did where that
 is reproducible (docs/fidelity.md). Running the same command again resumes an interrupted
@@ -137,6 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--overwrite", action="store_true", help="discard a previous run in --out instead of resuming"
         )
         out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        out.add_argument(
+            "--per-instance",
+            action="store_true",
+            help="also score each object: predicted objects matched one-to-one with the ground-truth objects "
+            "(meta 'instances' maps, e.g. the synthetic multi-object scenes; else the mask is one object); "
+            "adds inst_miou, inst_precision50, inst_recall50, inst_f1_50, inst_count_acc to the union's metrics",
+        )
         if task == "foreground":
             out.add_argument(
                 "--boundary",
@@ -163,6 +171,7 @@ def build_pipeline(
     device: str | None,
     prompt_style: str | None = None,
     protocol: str | None = None,
+    answer_format: str | None = None,
 ) -> Any:
     """Load the policy and the segmenter and build a :class:`segr1.pipeline.SegR1Pipeline`.
 
@@ -188,6 +197,7 @@ def build_pipeline(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         prompt_style=prompt_style,
+        answer_format=answer_format,
         protocol=protocol,
     )
 
@@ -263,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             prompt_style=args.prompt_style,
             protocol=args.protocol,
+            answer_format=getattr(args, "answer_format", None),
         )
     except (ValueError, OSError) as exc:  # a bad --model / --segmenter / --device value, unloadable weights
         if debug_requested(args):
@@ -275,8 +286,11 @@ def run(args: argparse.Namespace) -> int:
         frame=int(pipeline.frame),
         max_new_tokens=getattr(pipeline, "max_new_tokens", args.max_new_tokens),
         prompt_style=args.prompt_style or style,
+        answer_format=getattr(getattr(pipeline, "answer_format", None), "name", None),
         protocol=describe(protocol),
     )
+    if getattr(args, "per_instance", False):
+        settings["per_instance"] = True
     boundary = getattr(args, "boundary", False) or _is_dis(settings.get("dataset"))
     config = EvalConfig(
         task=task,
@@ -289,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         boundary=boundary,
         ignore_regions=protocol.reasonseg_ignore == "exclude",
+        per_instance=getattr(args, "per_instance", False),
     )
     from segr1.evaluate.records import SettingsMismatch
 

@@ -1,10 +1,15 @@
 """Segment images: a Seg-R1 policy writes box/point prompts, a segmenter turns them into masks.
 
 For each IMAGE, writes into --out (default ./segr1-out):
-  <stem>_mask.png     the mask, 0/255, exactly the image's size
-  <stem>_overlay.png  the image with the mask, the boxes and the points drawn
-  results.jsonl       one JSON line per image: image path, output stem, answer text, prompts in the
-                      image frame (and the model frame), error (null on success), timings
+  <stem>_mask.png     the mask, 0/255, exactly the image's size (the union of the objects' masks)
+  <stem>_overlay.png  the image with the mask, the boxes and the points drawn; with several objects
+                      each object in its own colour
+  <stem>_inst<k>.png  when the answer holds several objects (several Seg-R1 boxes, several entries of a
+                      VisionReasoner answer): object k's mask (k = 1, 2, ... in answer order), 0/255
+  results.jsonl       one JSON line per image: image path, output stem, prompt style and answer format,
+                      answer text, prompts in the image frame (and the model frame), the objects
+                      ("instances": boxes, points, labels, mask_area and mask file of each), error (null
+                      on success), timings
 Images of one run whose file names share a stem get a numeric suffix (photo-2_mask.png). A later run
 into the same --out replaces the files and the results.jsonl line of each image it segments again
 (same output stem) and keeps the others, so results.jsonl always holds one line per image in --out.
@@ -15,8 +20,10 @@ shipped, the default is an untrained tiny random model whose answers are mostly 
 photos pass --model geshang/Seg-R1-7B (needs the Hugging Face hub and a GPU); with any --model the
 segmenter defaults to sam2-hf:facebook/sam2.1-hiera-large.
 
-Any --model is prompted in its prompt style (--prompt-style): the one its segr1_policy.json records, else
-seg-r1, the released checkpoints' exact texts, frames and budgets (1024 new tokens foreground, 512
+Any --model is prompted in its prompt style (--prompt-style) and its answers parsed in its answer format
+(--answer-format): what its segr1_policy.json records; for Ricky06662/Seg-Zero-7B and
+Ricky06662/VisionReasoner-7B their own templates, 840 frame and JSON answers (docs/family.md); else seg-r1,
+the released Seg-R1 checkpoints' exact texts, frames and budgets (1024 new tokens foreground, 512
 referring/reasoning). --protocol seg-r1 also switches on the release's answer handling and image chain
 (docs/fidelity.md).
 
@@ -28,13 +35,16 @@ Examples:
   segr1 segment photo.png
   segr1 segment a.jpg b.jpg --task referring --text "the dog on the left" \\
       --model geshang/Seg-R1-7B --device cuda
+  segr1 segment street.jpg --task referring --text "all the cars" --model Ricky06662/VisionReasoner-7B
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
+import re
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -174,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             prompt_style=args.prompt_style,
+            answer_format=getattr(args, "answer_format", None),
             protocol=args.protocol,
         )
     except (ValueError, ImportError, OSError) as exc:  # a bad --model / --segmenter value, a missing extra,
@@ -181,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         return _usage_error(error_message(exc))  # one line; the traceback only with --debug
     logger.info(
-        "prompt style %s, protocol %s, frame %s, max_new_tokens %s",
+        "prompt style %s, answer format %s, protocol %s, frame %s, max_new_tokens %s",
         getattr(getattr(pipeline, "style", None), "name", "?"),
+        getattr(getattr(pipeline, "answer_format", None), "name", "?"),
         getattr(getattr(pipeline, "protocol", None), "name", "?"),
         getattr(pipeline, "frame", "?"),
         getattr(pipeline, "max_new_tokens", "?"),
@@ -205,6 +217,10 @@ def segment_files(
     from tqdm import tqdm
 
     stems = unique_stems(paths)
+    formats = {  # what prompted the model and parsed its answers
+        "prompt_style": getattr(getattr(pipeline, "style", None), "name", None),
+        "answer_format": getattr(getattr(pipeline, "answer_format", None), "name", None),
+    }
     results_path = out_dir / RESULTS_FILE
     this_run = {stem.lower() for stem in stems}
     kept = [line for stem, line in read_results(results_path).items() if stem not in this_run]
@@ -225,7 +241,7 @@ def segment_files(
                     read_errors[i] = f"unreadable image: {type(exc).__name__}: {exc}"
             results = dict(zip(images, pipeline(list(images.values()), text), strict=True)) if images else {}
             for i, (path, stem) in enumerate(batch):
-                base = {"image": str(path), "stem": stem, "task": pipeline.task, "text": text}
+                base = {"image": str(path), "stem": stem, "task": pipeline.task, "text": text, **formats}
                 if i in read_errors:
                     logger.error("%s: %s", path, read_errors[i])
                     _remove_outputs(out_dir, stem)  # no stale mask from an earlier run under this line
@@ -233,8 +249,8 @@ def segment_files(
                     ok = False
                 else:
                     result = results[i]
-                    files = _write_outputs(result, out_dir, stem)
-                    line = result.to_json(**base, **{k: str(v) for k, v in files.items()})
+                    files, instance_files = _write_outputs(result, out_dir, stem)
+                    line = _result_line(result, base, files, instance_files)
                     ok = result.ok
                     if ok:
                         area = 100.0 * float(result.mask.mean())
@@ -285,9 +301,22 @@ def _rewrite(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
+def instance_file_name(stem: str, k: int) -> str:
+    """``<stem>_inst<k>.png``: the mask of object ``k`` (1-based)."""
+    return f"{stem}_inst{k}.png"
+
+
+def _instance_files(out_dir: Path, stem: str) -> list[Path]:
+    """The ``<stem>_inst<k>.png`` files in ``out_dir`` (exactly that stem: ``a_inst1_mask.png`` is not one)."""
+    pattern = re.compile(re.escape(stem) + r"_inst[0-9]+\.png", re.IGNORECASE)
+    return [p for p in out_dir.glob(f"{glob.escape(stem)}_inst*.png") if pattern.fullmatch(p.name)]
+
+
 def _remove_outputs(out_dir: Path, stem: str) -> None:
     for suffix in ("_mask.png", "_overlay.png"):
         (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
+    for path in _instance_files(out_dir, stem):
+        path.unlink(missing_ok=True)
 
 
 def _failed_record(error: str) -> dict[str, Any]:
@@ -298,9 +327,21 @@ def _failed_record(error: str) -> dict[str, Any]:
         "answer": None,
         "prompt": None,
         "prompt_model_frame": None,
+        "n_instances": 0,
+        "instances": [],
         "error": error,
         "timings": {},
     }
+
+
+def _result_line(
+    result: SegResult, base: dict[str, Any], files: dict[str, Path], instance_files: list[Path]
+) -> str:
+    """The results.jsonl line of a segmented image: `SegResult.to_dict`, the files, each instance's mask file."""
+    record = {**base, **result.to_dict(), **{k: str(v) for k, v in files.items()}}
+    for entry, path in zip(record["instances"], instance_files, strict=True):
+        entry["mask"] = str(path)
+    return json.dumps(record, ensure_ascii=False)
 
 
 def _shorten(text: str, limit: int = 160) -> str:
@@ -330,14 +371,25 @@ def read_rgb(path: Path) -> np.ndarray:
     return read_image(path)
 
 
-def _write_outputs(result: SegResult, out_dir: Path, stem: str) -> dict[str, Path]:
-    """Write ``<stem>_mask.png`` (0/255, the image's size) and ``<stem>_overlay.png`` atomically."""
+def _write_outputs(result: SegResult, out_dir: Path, stem: str) -> tuple[dict[str, Path], list[Path]]:
+    """Write ``<stem>_mask.png`` (0/255, the image's size), ``<stem>_overlay.png`` and, for an answer with
+    several objects, ``<stem>_inst<k>.png`` per object, atomically; stale instance files of an earlier run
+    are removed. Returns the two files and one mask file per instance (the mask itself for a single one)."""
     from segr1.data.io import write_image, write_mask_png
 
-    return {
+    for path in _instance_files(out_dir, stem):
+        path.unlink(missing_ok=True)
+    files = {
         "mask": write_mask_png(result.mask, out_dir / f"{stem}_mask.png"),
         "overlay": write_image(result.overlay, out_dir / f"{stem}_overlay.png"),
     }
+    if len(result.instances) == 1:
+        return files, [files["mask"]]
+    instance_files = [
+        write_mask_png(m, out_dir / instance_file_name(stem, k))
+        for k, m in enumerate(result.instances, start=1)
+    ]
+    return files, instance_files
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -41,6 +41,9 @@ MASK_DIR_NAMES: tuple[str, ...] = (
     "labels",
 )
 MANIFEST_FIELDS: tuple[str, ...] = ("id", "image", "mask", "text", "task", "meta")
+#: ``meta`` keys that hold a file path (relative ones are read against the manifest's folder): ``instances``, an
+#: instance map of the sample's objects (`segr1.instances.decode_instance_map`).
+MANIFEST_PATH_META: tuple[str, ...] = ("instances",)
 
 PathLike = str | os.PathLike[str]
 Root = PathLike | tuple[PathLike, PathLike | None]
@@ -239,7 +242,11 @@ def _parse_line(obj: Any, base: Path) -> Sample:
     if not isinstance(meta, dict):
         raise ValueError(f"'meta' must be an object, got {meta!r}")
     extra = {k: v for k, v in obj.items() if k not in MANIFEST_FIELDS}
-    return Sample(sid, image, mask, text, task, {**extra, **meta})
+    meta = {**extra, **meta}
+    for key in MANIFEST_PATH_META:  # paths in meta are relative to the manifest's folder, as image and mask
+        if isinstance(meta.get(key), str) and meta[key]:
+            meta[key] = str(_resolve(meta[key], f"meta.{key}", base))
+    return Sample(sid, image, mask, text, task, meta)
 
 
 def load_manifest(path: PathLike, *, check_files: bool = False) -> Manifest:

@@ -257,8 +257,9 @@ def write_multi_scenes(
 
     Layout: ``out/images/<id>.png``, ``out/masks/<id>.png`` (union of the referred objects, 0/255),
     ``out/instances/<id>.png`` (8-bit map of the referred objects only, ids 1..T) and ``out/manifest.jsonl``
-    whose ``meta`` holds ``instances`` (path relative to ``out``), ``boxes`` (T, 4) and ``points`` (T, 2) of
-    the referred objects (image frame; the columns `segr1.family_rewards` reads) and the scene description.
+    whose ``meta`` holds ``instances`` (path relative to ``out``; `segr1.data.folders.read_manifest` resolves it,
+    and the returned samples hold it resolved), ``boxes`` (T, 4) and ``points`` (T, 2) of the referred objects
+    (image frame; the columns `segr1.family_rewards` reads) and the scene description.
     """
     from PIL import Image
 
@@ -288,6 +289,8 @@ def write_multi_scenes(
         }
         json.dumps(meta)  # fail here, not in the manifest writer, if something is not serialisable
         samples.append(Sample(sid, image, mask, scene.text, "referring", meta))
-    write_manifest(samples, out / "manifest.jsonl")
+    write_manifest(samples, out / "manifest.jsonl")  # meta["instances"] relative to the manifest
+    for sample in samples:  # the returned samples name their instance map as read_manifest does
+        sample.meta = {**sample.meta, "instances": str(Path(os.path.abspath(out)) / sample.meta["instances"])}
     logger.info("wrote %d multi-object scenes to %s", n, out)
     return samples

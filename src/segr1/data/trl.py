@@ -5,13 +5,20 @@ GRPO (`to_grpo_dataset`) rows, as the trainer and the rewards see them::
     {"prompt": [<system turn>?, {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}],
      "image": PIL.Image (frame x frame RGB, the model frame),
      "mask": str path | bytes (PNG) -- the ground truth at its own (image-frame) resolution,
-     "id": str, "task": str, "text": str | None}
+     "id": str, "task": str, "text": str | None,
+     # only when some sample has per-instance ground truth in its meta (`segr1.gt_columns`), else absent:
+     "boxes": str | None (JSON (N, 4), image frame), "points": str | None (JSON (N, 2) or (N, K, 2)),
+     "instances": str path | bytes (PNG) | None -- the instance map}
 
 SFT (`to_sft_dataset`) rows have ``prompt``, ``image``, ``id`` and ``completion`` = ``[{"role": "assistant",
 "content": <target>}]``, the target rendered by `segr1.answer.format_answer` from the ground-truth mask in the
 model frame: the mask's tight box (`segr1.geometry.mask_to_box`), ``n_pos`` foreground and ``n_neg`` background
 points (`segr1.geometry.sample_points`; background points inside the box when there is one, so they survive the
 segmenter's point-to-box assignment) and a short think text describing where the object is.
+
+A sample with per-instance ground truth (``meta["instances"]``) or a format other than Seg-R1's tags
+(``answer_format``) gets one object per instance in its target instead, written in that format
+(`segr1.data.sft_objects.object_target`).
 
 The prompt is built by a prompt style (`segr1.styles`; ``segr1`` unless told otherwise): its ``train`` stage
 texts for GRPO, its ``sft`` stage texts and message order for SFT. Its image block is left as an empty
@@ -32,7 +39,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -48,7 +57,10 @@ from segr1.styles import TASKS, get_style
 logger = logging.getLogger(__name__)
 
 THINK_MODES = ("describe", "none")
-_COLUMNS = ("id", "image_path", "image_png", "mask_path", "mask_png", "text", "task", "target", "row_system")
+_COLUMNS = ("id", "image_path", "image_png", "mask_path", "mask_png", "text", "task", "target", "row_system",
+            "boxes", "points", "instances_path", "instances_png")  # fmt: skip
+#: GRPO columns the box / point rewards read (`segr1.gt_columns`), from ``Sample.meta``.
+GT_META_COLUMNS = ("boxes", "points", "instances")
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -87,6 +99,13 @@ def _raw_rows(
         rows["task"].append(s.task)
         rows["target"].append(target)
         rows["row_system"].append(row_system)
+        meta = s.meta if isinstance(s.meta, dict) else {}
+        for key in ("boxes", "points"):
+            rows[key].append(_json_or_none(meta.get(key), f"sample {s.id!r}: meta.{key}"))
+        instances = meta.get("instances")
+        inst_is_array = isinstance(instances, np.ndarray)
+        rows["instances_path"].append(str(instances) if isinstance(instances, (str, os.PathLike)) else None)
+        rows["instances_png"].append(_png_bytes(instances.astype(np.uint8)) if inst_is_array else None)
     if skipped:
         what = (
             "a ground-truth mask or an SFT target"
@@ -97,6 +116,18 @@ def _raw_rows(
     if not rows["id"]:
         raise ValueError("no usable samples: every sample lacks a ground-truth mask, or none were given")
     return rows
+
+
+def _json_or_none(value: Any, what: str) -> str | None:
+    """A meta array (list / array / JSON string) as a JSON string for the Arrow table, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(np.asarray(value, dtype=np.float64).tolist())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numbers; got {value!r:.200}") from exc
 
 
 def _read_mask(path: str | None, png: bytes | None) -> np.ndarray:
@@ -169,19 +200,31 @@ class _Rows:
         cache_size: int,
         style: str = "segr1",
         protocol: Any = None,
+        answer_format: str | None = None,
+        gt_columns: bool = False,
     ) -> None:
+        from segr1.formats import format_for
+
         self.task = task
         self.frame = frame
         self.system = system
         self.sft = sft
         self.cache_size = cache_size
         self.style_name = get_style(style).name
+        self.format_name = format_for(None, answer_format, get_style(style)).name
         self.protocol = protocol
+        self.gt_columns = gt_columns
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
 
     @property
     def style(self) -> Any:
         return get_style(self.style_name)
+
+    @property
+    def answer_format(self) -> Any:
+        from segr1.formats import get_format
+
+        return get_format(self.format_name)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -207,9 +250,9 @@ class _Rows:
         if frame is None:
             image = Image.fromarray(arr)
         else:
-            from segr1.protocol import get_protocol, model_image
+            from segr1.protocol import for_style, get_protocol, model_image
 
-            image = model_image(arr, frame, get_protocol(self.protocol, "train"))
+            image = model_image(arr, frame, for_style(get_protocol(self.protocol, "train"), self.style))
         self._cache[(key, frame or 0)] = image
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -224,6 +267,8 @@ class _Rows:
         out: dict[str, list[Any]] = {"prompt": [], "image": [], "id": [], "task": []}
         if self.sft is None:
             out.update(mask=[], text=[])
+            if self.gt_columns:
+                out.update({key: [] for key in GT_META_COLUMNS})
         else:
             out["completion"] = []
         stage = "train" if self.sft is None else "sft"
@@ -244,24 +289,44 @@ class _Rows:
             out["id"].append(sid)
             out["task"].append(task)
             mask = batch["mask_path"][i] if batch["mask_path"][i] is not None else batch["mask_png"][i]
+            instances = batch["instances_path"][i] or batch["instances_png"][i]
             if self.sft is None:
                 out["mask"].append(mask)
                 out["text"].append(batch["text"][i])
+                if self.gt_columns:
+                    out["boxes"].append(batch["boxes"][i])
+                    out["points"].append(batch["points"][i])
+                    out["instances"].append(instances)
             elif target is not None:
                 out["completion"].append([{"role": "assistant", "content": target}])
             else:
-                rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
-                target = sft_target(
-                    _read_mask(batch["mask_path"][i], batch["mask_png"][i]),
-                    frame=frame,
-                    rng=rng,
-                    n_pos=self.sft["n_pos"],
-                    n_neg=self.sft["n_neg"],
-                    points_only=task == "prerl",
-                    think=self.sft["think"],
-                )
+                target = self._sft_target(batch, i, sid, task, frame, instances)
                 out["completion"].append([{"role": "assistant", "content": target}])
         return out
+
+    def _sft_target(
+        self, batch: dict[str, list[Any]], i: int, sid: str, task: str, frame: int, instances: Any
+    ) -> str:
+        """Seg-R1's union-mask target (`sft_target`) for a tags format without instance ground truth, else one
+        object per instance in the answer format (`segr1.data.sft_objects.object_target`)."""
+        from segr1.formats import DEFAULT_FORMAT
+
+        assert self.sft is not None
+        rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
+        mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
+        if self.format_name == DEFAULT_FORMAT and instances is None:
+            return sft_target(mask, frame=frame, rng=rng, n_pos=self.sft["n_pos"], n_neg=self.sft["n_neg"],
+                              points_only=task == "prerl", think=self.sft["think"])  # fmt: skip
+        from segr1.data.sft_objects import object_target
+
+        if instances is not None:
+            from segr1.instances import decode_instance_map, instance_masks
+
+            masks = instance_masks(decode_instance_map(instances))[1]
+        else:
+            masks = [mask] if mask.any() else []
+        return object_target(masks, self.answer_format, frame=frame, rng=rng, n_pos=self.sft["n_pos"],
+                             n_neg=self.sft["n_neg"], think=self.sft["think"])  # fmt: skip
 
 
 def _stable_hash(data: str | bytes) -> int:
@@ -291,6 +356,7 @@ def to_grpo_dataset(
     cache_size: int = 64,
     style: str = "segr1",
     protocol: Any = None,
+    answer_format: str | None = None,
 ):
     """A 🤗 ``datasets.Dataset`` of GRPO rows (see the module docstring) for TRL's ``GRPOTrainer``.
 
@@ -300,15 +366,20 @@ def to_grpo_dataset(
     ``style``: the prompt style of the texts (`segr1.styles`); ``protocol``: its image switches
     (`segr1.protocol.model_image`, ``train`` stage). Samples without a mask are left out (counted in a
     warning). The ``mask`` column holds the path (or PNG bytes) of the ground truth at its original
-    resolution; `segr1.rewards.decode_mask` reads it.
+    resolution; `segr1.rewards.decode_mask` reads it. When some sample's meta has ``boxes``, ``points`` or
+    ``instances`` (the synthetic multi-object scenes), rows also carry those columns (None where a sample has
+    none) for the box / point rewards. ``answer_format`` is recorded for symmetry with `to_sft_dataset`.
     """
     import datasets
 
     _check(task, frame, system)
-    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True))
-    rows = _Rows(
-        task=task, frame=frame, system=system, sft=None, cache_size=cache_size, style=style, protocol=protocol
+    raw = _raw_rows(samples, need_mask=True)
+    has_gt = any(
+        v is not None for key in ("boxes", "points", "instances_path", "instances_png") for v in raw[key]
     )
+    table = datasets.Dataset.from_dict(raw)
+    rows = _Rows(task=task, frame=frame, system=system, sft=None, cache_size=cache_size, style=style,
+                 protocol=protocol, answer_format=answer_format, gt_columns=has_gt)  # fmt: skip
     return table.with_transform(rows)
 
 
@@ -325,6 +396,7 @@ def to_sft_dataset(
     cache_size: int = 64,
     style: str = "segr1",
     protocol: Any = None,
+    answer_format: str | None = None,
 ):
     """A 🤗 ``datasets.Dataset`` of SFT rows (prompt, completion, image) for TRL's ``SFTTrainer``.
 
@@ -332,7 +404,9 @@ def to_sft_dataset(
     mode); the points of a row are drawn from a generator seeded by ``(seed, hash(id))``, so a row's target is
     the same on every epoch, process and resume. Samples with a ready target (FCoT) use it instead (module
     docstring). The prompt uses the style's ``sft`` stage (the seg-r1 style puts the text before the image, as
-    the release's SFT). Other arguments as in `to_grpo_dataset`.
+    the release's SFT). ``answer_format``: the format of the targets (default: the style's); samples with
+    instance ground truth, or a format other than Seg-R1's tags, get one object per instance (module
+    docstring). Other arguments as in `to_grpo_dataset`.
     """
     import datasets
 
@@ -343,7 +417,6 @@ def to_sft_dataset(
         raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
     table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True, allow_targets=True))
     sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed}
-    rows = _Rows(
-        task=task, frame=frame, system=system, sft=sft, cache_size=cache_size, style=style, protocol=protocol
-    )
+    rows = _Rows(task=task, frame=frame, system=system, sft=sft, cache_size=cache_size, style=style,
+                 protocol=protocol, answer_format=answer_format)  # fmt: skip
     return table.with_transform(rows)

@@ -97,6 +97,8 @@ class EvalConfig:
         boundary: foreground only: also compute the DIS boundary metrics (HCE, mBA, boundary IoU).
         ignore_regions: leave ReasonSeg's ignore pixels out of the scores (True, LISA's protocol) or score
             them as background (False, the Seg-R1 release's).
+        per_instance: also match predicted and ground-truth objects and report the per-instance metrics
+            (`segr1.evaluate.instances`) beside the union's.
     """
 
     task: str
@@ -109,6 +111,7 @@ class EvalConfig:
     progress: bool = True
     boundary: bool = False
     ignore_regions: bool = True
+    per_instance: bool = False
 
     def __post_init__(self) -> None:
         make_scorer(self.task)  # validates the task
@@ -177,7 +180,8 @@ def evaluate(
         ) as bar,
     ):
         for start in range(0, len(todo), config.batch_size):
-            for record in _run_batch(samples, todo[start : start + config.batch_size], pipeline, scorer, out):
+            batch = todo[start : start + config.batch_size]
+            for record in _run_batch(samples, batch, pipeline, scorer, out, config.per_instance):
                 log.write(rec_io.to_json_line(record))
                 log.flush()
                 bar.update(1)
@@ -288,7 +292,12 @@ def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _run_batch(
-    samples: Sequence[Sample], indices: list[int], pipeline: Any, scorer: Scorer, out: Path
+    samples: Sequence[Sample],
+    indices: list[int],
+    pipeline: Any,
+    scorer: Scorer,
+    out: Path,
+    per_instance: bool = False,
 ) -> list[dict[str, Any]]:
     """Run one batch; write its prediction PNGs; return its records (in ``indices`` order)."""
     items = [_prepare(samples, i, scorer.task) for i in indices]
@@ -297,10 +306,12 @@ def _run_batch(
     results = _predict(pipeline, runnable, scorer.task)
     by_index = dict(zip((it.index for it in runnable), results, strict=True))
     batch_s = time.perf_counter() - t0
-    return [_finish(it, by_index.get(it.index), scorer, out, batch_s) for it in items]
+    return [_finish(it, by_index.get(it.index), scorer, out, batch_s, per_instance) for it in items]
 
 
-def _finish(it: _Item, result: Any, scorer: Scorer, out: Path, batch_s: float) -> dict[str, Any]:
+def _finish(
+    it: _Item, result: Any, scorer: Scorer, out: Path, batch_s: float, per_instance: bool = False
+) -> dict[str, Any]:
     """Write one sample's prediction PNG (at the ground-truth size, else the image size) and build its record."""
     from segr1.data.io import write_mask_png
 
@@ -339,7 +350,24 @@ def _finish(it: _Item, result: Any, scorer: Scorer, out: Path, batch_s: float) -
         write_mask_png(pred, out / record["pred"])
         if it.gt is not None:
             record.update(scorer.sample_scores(pred, it.gt), scored=True)
+            if per_instance:
+                _score_instances(record, it, result, size)
     record["error"] = "; ".join(msg for _, msg in it.errors) or None
     record["reason"] = it.errors[0][0] if it.errors else None
     record["timings"] = dict(result.timings) if result is not None else {"batch_s": round(batch_s, 6)}
     return record
+
+
+def _score_instances(record: dict[str, Any], it: _Item, result: Any, size: tuple[int, int]) -> None:
+    """Add the sample's per-instance scores (`segr1.evaluate.instances`) to its record; an unreadable instance
+    map is recorded under ``instances_error`` (the union is still scored)."""
+    from segr1.evaluate.instances import ground_truth_instances, instance_scores
+
+    try:
+        gt = ground_truth_instances(it.sample, it.gt.mask)  # type: ignore[arg-type, union-attr]
+    except (OSError, ValueError) as exc:
+        logger.warning("sample %r: no per-instance scores: %s", it.id, exc)
+        record["instances_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    pred = [_fit(np.asarray(m, dtype=bool), size) for m in getattr(result, "instances", None) or []]
+    record["instances"] = instance_scores(pred, gt)

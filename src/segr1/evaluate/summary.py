@@ -127,11 +127,16 @@ def summarize(
         )
     recs = [records[i] for i in range(n)]
     out = config.out_dir
+    metrics = compute_metrics(samples, recs, scorer, out, progress=config.progress)
+    if getattr(config, "per_instance", False):
+        from segr1.evaluate.instances import instance_metrics
+
+        metrics.update(instance_metrics(recs))
     doc = {
         "task": config.task,
         "settings": config.settings,
         "limit": config.limit,
-        "metrics": compute_metrics(samples, recs, scorer, out, progress=config.progress),
+        "metrics": metrics,
         **count(recs),
         "scoring": SCORING_NOTE,
     }

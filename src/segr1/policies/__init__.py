@@ -10,7 +10,8 @@ spec string, importing the heavy backend only when asked for:
 Backends may also expose ``frame: int | None``: the square model frame the checkpoint was trained at, when
 its folder records one (``segr1_policy.json``); callers should prefer it over the task default; and
 ``metadata``: that file's content (its ``prompt_style`` and ``answer_format`` pick the texts and the parser,
-:mod:`segr1.styles`, :mod:`segr1.formats`).
+:mod:`segr1.styles`, :mod:`segr1.formats`); for a released checkpoint of another family named by its hub id
+(``Ricky06662/Seg-Zero-7B``), which has no such file, what :func:`known_metadata` says about it.
 
 Optionally a backend also has ``generate_detailed`` (same arguments as ``generate``), returning a
 :class:`Generation` that says which completions stopped at ``max_new_tokens`` without finishing;
@@ -109,6 +110,23 @@ def read_policy_metadata(folder: str | os.PathLike) -> dict[str, Any]:
         logger.warning("ignoring unreadable %s: %s", path, err)
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+def known_metadata(source: str | None) -> dict[str, Any]:
+    """What segr1 knows of a released checkpoint without a ``segr1_policy.json``, by hub id: its prompt style
+    and answer format (``Ricky06662/Seg-Zero-7B`` -> ``{"prompt_style": "seg-zero", "answer_format":
+    "seg-zero-json"}``; `segr1.styles.checkpoint_style`), else ``{}``. Loads nothing."""
+    from segr1.styles import checkpoint_style, get_style
+
+    name = checkpoint_style(source)
+    if name is None:
+        return {}
+    return {"prompt_style": name, "answer_format": get_style(name).answer_format}
+
+
+def policy_metadata(source: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's metadata: its folder's ``segr1_policy.json``, else :func:`known_metadata` of its hub id."""
+    return read_policy_metadata(source) or known_metadata(str(source))
 
 
 def write_policy_metadata(folder: str | os.PathLike, meta: dict[str, Any]) -> Path:
@@ -211,8 +229,10 @@ __all__ = [
     "Policy",
     "default_policy_path",
     "generate_with_info",
+    "known_metadata",
     "load_policy",
     "parse_policy_spec",
+    "policy_metadata",
     "read_policy_metadata",
     "shipped_policy_available",
     "task_warning",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segr1.policies import Generation, read_policy_metadata
+from segr1.policies import Generation, policy_metadata
 from segr1.policies.fast import FastGeneration, StaticCachePool, bucket_size, compile_kwargs
 from segr1.prompts import build_messages
 
@@ -190,7 +190,7 @@ class HFPolicy:
                 )
         except (OSError, ValueError) as err:  # unreachable or unknown hub id, missing or malformed files
             raise load_error(err, "policy", source, "geshang/Seg-R1-7B") from err
-        metadata = read_policy_metadata(source)
+        metadata = policy_metadata(source)
         self._setup(
             loaded, processor, name=f"hf:{source}", metadata=metadata, device=device, dtype=dtype, **options
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from segr1.policies import Generation, read_policy_metadata
+from segr1.policies import Generation, policy_metadata
 from segr1.policies.hf import _as_rgb, check_generate_args
 from segr1.prompts import build_messages
 
@@ -57,7 +57,7 @@ class VLLMPolicy:
             )
         source = str(model)
         self.name = f"vllm:{source}"
-        self.metadata = read_policy_metadata(source)
+        self.metadata = policy_metadata(source)
         frame = self.metadata.get("frame")
         self.frame: int | None = frame if isinstance(frame, int) else None
         self.top_p, self.top_k = float(top_p), int(top_k)

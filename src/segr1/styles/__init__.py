@@ -9,17 +9,24 @@ stage (``train``: GRPO rollouts; ``eval``: evaluation and ``segr1 segment``; ``d
   the reasoning query, ``query_kind`` ("sentence" / "phrase") says which ReasonSeg template a query takes;
 * ``messages(image, user_text, system, stage=)``: the chat messages in the order the family used;
 * ``frame(task, stage)``: the side of the square model frame; ``max_new_tokens(task, stage)``: the answer budget;
-* ``asks_think(task)``: whether the answer it asks for starts with a ``<think>`` block.
+* ``asks_think(task)``: whether the answer it asks for starts with a ``<think>`` block;
+* ``answer_format``: the answer format (`segr1.formats`) the style's prompts ask for;
+* ``frame_filter``: the PIL filter the family resizes images to the frame with (``"bilinear"``), which wins over
+  the protocol's ``frame_filter`` switch; None: the protocol decides (`segr1.protocol.for_style`).
 
 Styles (one module each): ``segr1`` (:mod:`segr1.styles.segr1`, segr1's own wording; the embedded policy was
-trained on it) and ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte).
+trained on it), ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte),
+``seg-zero`` (:mod:`segr1.styles.seg_zero`) and ``vision-reasoner`` (:mod:`segr1.styles.vision_reasoner`), the
+templates of Seg-Zero-7B and VisionReasoner-7B byte for byte (:mod:`segr1.styles._family`).
 
 Which style a checkpoint gets (:func:`style_for`): the one its ``segr1_policy.json`` records under
 ``"prompt_style"``; ``segr1`` for checkpoints segr1 made before the key existed — its tiny models
 (``"format": "segr1-policy"``: the embedded policy, the offline tiny model) and the outputs of an older
 ``segr1 train`` (``"segr1_args"`` recorded), all trained on segr1's texts; ``seg-r1`` for everything else — a
 hub id, a stock Qwen-VL, a folder without the file — since the released checkpoints are what such a model most
-likely is.
+likely is. The released checkpoints of the other families (`CHECKPOINT_STYLES`: ``Ricky06662/Seg-Zero-7B``,
+``Ricky06662/VisionReasoner-7B``, ...) carry no ``segr1_policy.json``; :func:`checkpoint_style` names their
+style from the hub id, and the policy backends record it in their ``metadata`` (`segr1.policies.known_metadata`).
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ class PromptStyle(Protocol):
 
     def asks_think(self, task: str) -> bool: ...
 
+    answer_format: str
+    frame_filter: str | None
+
 
 def check_task_stage(task: str, stage: str) -> None:
     """ValueError naming the bad value when ``task`` or ``stage`` is unknown."""
@@ -104,12 +114,43 @@ def chat_messages(
 
 def _registry() -> dict[str, PromptStyle]:
     from segr1.styles.seg_r1 import SegR1Style
+    from segr1.styles.seg_zero import SegZeroStyle
     from segr1.styles.segr1 import Segr1Style
+    from segr1.styles.vision_reasoner import VisionReasonerStyle
 
-    return {style.name: style for style in (Segr1Style(), SegR1Style())}
+    styles = (Segr1Style(), SegR1Style(), SegZeroStyle(), VisionReasonerStyle())
+    return {style.name: style for style in styles}
 
 
 STYLES: dict[str, PromptStyle] = _registry()
+
+
+def _checkpoint_styles() -> dict[str, str]:
+    from segr1.family import FAMILIES
+
+    return {
+        hub_id.lower(): family.name
+        for family in FAMILIES.values()
+        if family.name in STYLES
+        for hub_id in family.checkpoints
+    }
+
+
+#: Released checkpoints of the other families, by lower-cased hub id -> their prompt style.
+CHECKPOINT_STYLES: dict[str, str] = _checkpoint_styles()
+
+
+def checkpoint_style(source: str | None) -> str | None:
+    """The style of a released checkpoint named by its hub id (``Ricky06662/Seg-Zero-7B`` -> ``seg-zero``;
+    case-insensitive; a ``hf:`` / ``vllm:`` backend prefix is allowed), else None (any other source, which
+    `style_for` gives its default)."""
+    if not isinstance(source, str):
+        return None
+    key = source.strip()
+    head, sep, rest = key.partition(":")
+    if sep and head in ("hf", "vllm"):
+        key = rest.strip()
+    return CHECKPOINT_STYLES.get(key.lower())
 
 
 def get_style(name: str | PromptStyle) -> PromptStyle:
@@ -151,6 +192,7 @@ def style_for(
 
 
 __all__ = [
+    "CHECKPOINT_STYLES",
     "QUERY_KINDS",
     "STAGES",
     "STYLES",
@@ -160,6 +202,7 @@ __all__ = [
     "PromptStyle",
     "chat_messages",
     "check_task_stage",
+    "checkpoint_style",
     "get_style",
     "recorded_style_name",
     "style_for",

@@ -132,6 +132,8 @@ class SegR1Style:
     """The Seg-R1 release's prompt protocol (module docstring)."""
 
     name = "seg-r1"
+    answer_format = "seg-r1"
+    frame_filter: str | None = None  # the protocol's frame_filter decides
     description = (
         "the Seg-R1 release's system prompts and user texts byte for byte, per task and stage (train, eval, demo, "
         "sft), its message order and its frames and budgets (geshang/Seg-R1-* were trained and evaluated on it)"

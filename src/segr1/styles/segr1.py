@@ -103,6 +103,8 @@ class Segr1Style:
     """segr1's own prompt style (module docstring); the same texts at every stage."""
 
     name = "segr1"
+    answer_format = "seg-r1"
+    frame_filter: str | None = None  # the protocol's frame_filter decides
     description = (
         "segr1's own wording: the Seg-R1 content reworded, plus the frame size and the exact answer format in "
         "every instruction (the embedded tiny policy was trained on it)"

@@ -52,10 +52,13 @@ def resolve_model(name_or_path: str | None) -> str:
 
 
 def policy_meta(model_path: str) -> dict[str, Any]:
-    """The ``segr1_policy.json`` of a local checkpoint folder, or ``{}``."""
+    """The ``segr1_policy.json`` of a local checkpoint folder, else what segr1 knows of a released hub
+    checkpoint (its prompt style and answer format: `segr1.policies.known_metadata`), else ``{}``."""
     path = Path(model_path) / POLICY_FILE
     if not path.is_file():
-        return {}
+        from segr1.policies import known_metadata
+
+        return known_metadata(model_path)
     try:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -70,6 +73,16 @@ def resolve_style(script_args: Any, model_path: str) -> Any:
     from segr1.styles import style_for
 
     return style_for(policy_meta(model_path), getattr(script_args, "prompt_style", None))
+
+
+def resolve_format(script_args: Any, model_path: str, style: Any = None) -> Any:
+    """The answer format to train with: the recipe's ``answer_format``, else the one the base checkpoint records
+    (unless the recipe names a prompt style: then that style's), else the style's (`segr1.formats.format_for`)."""
+    from segr1.formats import format_for
+
+    style = style if style is not None else resolve_style(script_args, model_path)
+    recorded = None if getattr(script_args, "prompt_style", None) else policy_meta(model_path)
+    return format_for(recorded, getattr(script_args, "answer_format", None), style)
 
 
 def resolve_frame(script_args: Any, model_path: str) -> int:
@@ -190,20 +203,23 @@ def write_provenance(
     model: str,
     model_path: str | None = None,
     prompt_style: str | None = None,
+    answer_format: str | None = None,
 ) -> None:
     """Write ``segr1_policy.json`` (frame, task, stage, prompt style and answer format it was trained with,
     base model as named and as loaded) next to the saved model (or LoRA adapter)."""
-    from segr1.formats import DEFAULT_FORMAT
     from segr1.protocol import describe, get_protocol
+    from segr1.styles import get_style
 
     if prompt_style is None:
         prompt_style = resolve_style(script_args, model_path or model).name
+    if answer_format is None:
+        answer_format = resolve_format(script_args, model_path or model, get_style(prompt_style)).name
     meta = {
         "frame": frame,
         "task": script_args.task,
         "stage": stage,
         "prompt_style": prompt_style,
-        "answer_format": DEFAULT_FORMAT,
+        "answer_format": answer_format,
         "protocol": describe(get_protocol(getattr(script_args, "protocol", None), "train")),
         "trained": True,
         "base_model": model,

@@ -14,15 +14,19 @@ transformers' options (``num_generations``, ``beta``, ``loss_type``, ``use_vllm`
   ``masks/``, ``Imgs/`` + ``GT/``, ``im/`` + ``gt/``, ...; see `segr1.data.folders.find_pair_dirs`);
 * ``{manifest: FILE.jsonl}``: one JSON object per line with ``image``, ``mask`` (paths, relative to the
   manifest's folder) and optional ``id``, ``text``, ``task``;
-* ``{synthetic: {kind: salient|camouflaged|referring|silhouette, n: N, seed: S}}`` (optional ``size``/``min_size``/
-  ``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after;
+* ``{synthetic: {kind: salient|camouflaged|referring|silhouette|multi, n: N, seed: S}}`` (optional ``size``/
+  ``min_size``/``max_size``): procedural scenes, written once to ``data_cache_dir`` on first use and reused after;
+  ``multi`` writes the multi-object referring scenes of `segr1.data.synthetic_multi` ("all the red shapes"), whose
+  samples carry per-instance ground truth (``boxes``, ``points``, ``instances``) into the GRPO rows;
 * ``{fcot: geshang/FCoT}`` (or a folder in FCoT's layout; optional ``split``, ``name``, ``task``): the Seg-R1
   release's SFT data (`segr1.data.fcot`), rows with a ready target ``"{thinking} {solution}"`` and no mask, so
   for ``segr1 train sft`` only.
 
 ``prompt_style`` picks the texts (`segr1.styles`; default: what the base checkpoint records, ``segr1`` for
-``tiny``, else ``seg-r1``, the release's) and ``protocol`` the release-protocol switches of the reward and the
-images (`segr1.protocol`; default ``segr1``). ``segr1 train`` records both in the output's ``segr1_policy.json``.
+``tiny``, else ``seg-r1``, the release's; ``seg-zero`` / ``vision-reasoner`` for those families' prompts),
+``answer_format`` the format of SFT targets and of what the mask rewards parse (`segr1.formats`; default: the
+style's) and ``protocol`` the release-protocol switches of the reward and the images (`segr1.protocol`; default
+``segr1``). ``segr1 train`` records all three in the output's ``segr1_policy.json``.
 
 On the command line a list is given as JSON: ``--train_data '[{"synthetic": {"kind": "salient", "n": 64}}]'``.
 """
@@ -99,8 +103,16 @@ class DataArguments:
     prompt_style: str | None = field(
         default=None,
         metadata={
-            "help": "Prompt style of the texts: 'segr1' or 'seg-r1' (the release's). Default: what the base "
+            "help": "Prompt style of the texts: 'segr1', 'seg-r1' (the release's), 'seg-zero' or "
+            "'vision-reasoner' (those checkpoints' templates). Default: what the base "
             "checkpoint's segr1_policy.json records; segr1 for 'tiny'; seg-r1 for any other (hub ids)."
+        },
+    )
+    answer_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "Answer format of SFT targets and of the mask rewards' parsing: 'seg-r1' (tags), "
+            "'seg-zero-json' or 'vision-reasoner-json'. Default: the prompt style's."
         },
     )
     protocol: str | None = field(
@@ -135,6 +147,10 @@ class DataArguments:
             from segr1.styles import get_style
 
             self.prompt_style = get_style(self.prompt_style).name  # ValueError lists the styles
+        if self.answer_format is not None:
+            from segr1.formats import get_format
+
+            self.answer_format = get_format(self.answer_format).name  # ValueError lists the formats
         if self.protocol is not None:
             from segr1.protocol import get_protocol
 
@@ -155,8 +171,10 @@ class GRPOScriptArguments(DataArguments):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["segmentation", "format"],
         metadata={
-            "help": "Rewards, in order (weights: TRL's reward_weights): segmentation, format, "
-            "format_points, length, or the import path of your own TRL-style reward (pkg.module.func)."
+            "help": "Rewards, in order (weights: TRL's reward_weights): segmentation, format, format_points, "
+            "length; the family rewards seg_zero, vision_reasoner, seg_zero_<term>, vision_reasoner_<term>, "
+            "non_repeat, sam_r1_tiered (segr1.train.named_rewards); or the import path of your own TRL-style "
+            "reward (pkg.module.func)."
         },
     )
     segmenter: str = field(
@@ -204,15 +222,17 @@ class GRPOScriptArguments(DataArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         from segr1.rewards import REWARD_NAMES
+        from segr1.train.named_rewards import NAMED_REWARDS
 
         if self.generation_cache_len is not None and self.generation_cache_len < 1:
             raise ValueError(f"generation_cache_len must be >= 1 or null; got {self.generation_cache_len}")
 
-        bad = [r for r in self.reward_funcs if r not in REWARD_NAMES and "." not in r]
+        known = (*REWARD_NAMES, *NAMED_REWARDS)
+        bad = [r for r in self.reward_funcs if r not in known and "." not in r]
         if bad or not self.reward_funcs:
             raise ValueError(
-                f"unknown reward_funcs {bad or self.reward_funcs}; choose from {REWARD_NAMES} or give an import "
-                "path such as mypackage.rewards.my_reward"
+                f"unknown reward_funcs {bad or self.reward_funcs}; choose from {', '.join(known)} or give an "
+                "import path such as mypackage.rewards.my_reward"
             )
         if self.reward_workers < 1:
             raise ValueError(f"reward_workers must be >= 1; got {self.reward_workers}")

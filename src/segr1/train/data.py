@@ -15,6 +15,7 @@ from segr1.data.records import Sample
 logger = logging.getLogger(__name__)
 
 _SYNTH_KEYS = ("kind", "n", "seed", "size", "min_size", "max_size")
+MULTI_KIND = "multi"  # synthetic kind of the multi-object referring scenes (segr1.data.synthetic_multi)
 
 
 def default_cache_dir() -> Path:
@@ -44,7 +45,6 @@ def materialize_synthetic(
     """Samples of a synthetic source, generating its folder on first use (atomically, so concurrent
     processes of one distributed run cannot see a half-written folder) and reading its manifest after."""
     from segr1.data.folders import read_manifest
-    from segr1.data.synthetic import write_scenes
 
     out = synthetic_dir(spec, cache_dir)
     manifest = out / "manifest.jsonl"
@@ -52,17 +52,7 @@ def materialize_synthetic(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            size = spec.get("size")
-            write_scenes(
-                spec["kind"],
-                int(spec.get("n", 256)),
-                tmp,
-                seed=int(spec.get("seed", 0)),
-                size=tuple(size) if isinstance(size, list) else size,
-                min_size=int(spec.get("min_size", 160)),
-                max_size=int(spec.get("max_size", 640)),
-                progress=False,
-            )
+            _write_synthetic(spec, tmp)
             try:
                 os.rename(tmp, out)
                 logger.info("generated synthetic source %s", out)
@@ -73,6 +63,23 @@ def materialize_synthetic(
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return read_manifest(manifest)
+
+
+def _write_synthetic(spec: dict[str, Any], out: Path) -> None:
+    """Write a synthetic source's scenes into ``out``: `segr1.data.synthetic.write_scenes`, or for ``kind:
+    multi`` the multi-object scenes of `segr1.data.synthetic_multi.write_multi_scenes`."""
+    size = spec.get("size")
+    size = tuple(size) if isinstance(size, list) else size
+    common = {"seed": int(spec.get("seed", 0)), "size": size, "min_size": int(spec.get("min_size", 160)),
+              "max_size": int(spec.get("max_size", 640))}  # fmt: skip
+    if spec["kind"] == MULTI_KIND:
+        from segr1.data.synthetic_multi import write_multi_scenes
+
+        write_multi_scenes(int(spec.get("n", 256)), out, **common)
+        return
+    from segr1.data.synthetic import write_scenes
+
+    write_scenes(spec["kind"], int(spec.get("n", 256)), out, progress=False, **common)
 
 
 def load_source(src: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> list[Sample]:

@@ -19,6 +19,7 @@ from segr1.train.common import (
     load_checkpoint_weights,
     model_init_kwargs,
     peft_config,
+    resolve_format,
     resolve_frame,
     resolve_model,
     resolve_resume,
@@ -32,25 +33,42 @@ logger = logging.getLogger(__name__)
 
 
 def build_rewards(
-    script_args: GRPOScriptArguments, *, frame: int, device: str | None = None, style: Any = None
+    script_args: GRPOScriptArguments,
+    *,
+    frame: int,
+    device: str | None = None,
+    style: Any = None,
+    answer_format: Any = None,
 ) -> list[Any]:
     """The reward callables named by ``script_args.reward_funcs``, in order: ``segmentation``, ``format``,
-    ``format_points``, ``length`` or an import path ``pkg.module.func``. The segmentation reward is built
-    once around one segmenter (loaded lazily, on first use, on ``device``); for the ``prerl`` task it ignores
-    boxes (points-only stage). The recipe's ``protocol`` sets its release switches (``reward_requires_complete``,
-    ``sam_fp32``, ``single_point_multimask``, the ``ablation_area_penalty_s_measure`` ablation);
-    ``format_points`` asks for a ``<think>`` block only when the prompt ``style`` asks for one."""
+    ``format_points``, ``length``, a family reward (`segr1.train.named_rewards.NAMED_REWARDS`: ``seg_zero``,
+    ``vision_reasoner_box_iou``, ``non_repeat``, ``sam_r1_tiered``, ...) or an import path ``pkg.module.func``.
+    The segmentation reward is built once around one segmenter (loaded lazily, on first use, on ``device``);
+    for the ``prerl`` task it ignores boxes (points-only stage); it parses answers in ``answer_format`` (default:
+    the style's; Seg-R1's tags for the segr1 style). The recipe's ``protocol`` sets its release switches
+    (``reward_requires_complete``, ``sam_fp32``, ``single_point_multimask``, the
+    ``ablation_area_penalty_s_measure`` ablation); ``format_points`` asks for a ``<think>`` block only when the
+    prompt ``style`` asks for one."""
     from segr1 import rewards
+    from segr1.formats import DEFAULT_FORMAT, format_for
     from segr1.protocol import get_protocol
     from segr1.styles import get_style
+    from segr1.train.named_rewards import NAMED_REWARDS, FormattedSegmentationReward, build_named_reward
 
     protocol = get_protocol(script_args.protocol, "train")
     style = get_style(style or "segr1")
+    fmt = format_for(None, answer_format or getattr(script_args, "answer_format", None), style)
     funcs: list[Any] = []
     for name in script_args.reward_funcs:
         if name == "segmentation":
+            tags = fmt.name == DEFAULT_FORMAT  # Seg-R1's own reward; other formats through their parser
+            cls = (
+                rewards.SegmentationReward
+                if tags
+                else functools.partial(FormattedSegmentationReward, answer_format=fmt)
+            )
             funcs.append(
-                rewards.SegmentationReward(
+                cls(
                     script_args.segmenter,
                     device=script_args.segmenter_device or device,
                     dtype=script_args.segmenter_dtype or ("float32" if protocol.sam_fp32 else None),
@@ -82,6 +100,10 @@ def build_rewards(
                     sigma=script_args.length_sigma,
                 )
             )
+        elif name in NAMED_REWARDS:
+            segmenter_device = script_args.segmenter_device or device
+            funcs.append(build_named_reward(name, frame=frame, segmenter=script_args.segmenter, answer_format=fmt,
+                                            device=segmenter_device))  # fmt: skip
         elif "." in name:
             funcs.append(_import_reward(name))
         else:  # config validation rejects unknown names; this guards a new name without a branch here
@@ -110,6 +132,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
     model = resolve_model(model_args.model_name_or_path)
     frame = resolve_frame(script_args, model)
     style = resolve_style(script_args, model)
+    fmt = resolve_format(script_args, model, style)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     disable_missing_vllm(training_args)
     compile_rollouts = script_args.compile_generation and not getattr(training_args, "use_vllm", False)
@@ -131,15 +154,18 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
         system=script_args.system_prompt,
         style=style.name,
         protocol=script_args.protocol,
+        answer_format=fmt.name,
     )
     device = str(training_args.device) if training_args.device.type == "cuda" else None
-    reward_funcs = build_rewards(script_args, frame=frame, device=device, style=style)
+    reward_funcs = build_rewards(script_args, frame=frame, device=device, style=style, answer_format=fmt)
     logger.info(
-        "GRPO: %s, %d samples, task %s, prompt style %s, frame %d, rewards %s, %d generations per prompt",
+        "GRPO: %s, %d samples, task %s, prompt style %s, answer format %s, frame %d, rewards %s, %d generations "
+        "per prompt",
         model,
         len(dataset),
         script_args.task,
         style.name,
+        fmt.name,
         frame,
         script_args.reward_funcs,
         training_args.num_generations,
@@ -166,6 +192,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
     trainer.segr1_frame = frame
     trainer.segr1_model = model
     trainer.segr1_style = style.name
+    trainer.segr1_format = fmt.name
     return trainer
 
 
@@ -192,5 +219,6 @@ def train_grpo(
             model=model_args.model_name_or_path,
             model_path=trainer.segr1_model,
             prompt_style=trainer.segr1_style,
+            answer_format=trainer.segr1_format,
         )
     return trainer

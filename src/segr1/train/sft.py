@@ -3,7 +3,8 @@
 Each training row pairs the task's prompt (image + instruction, in the prompt style's ``sft`` stage) with a
 target rendered by `segr1.answer.format_answer` from the sample's mask in the model frame -- its tight box and a
 few sampled foreground/background points (`segr1.data.trl.sft_target`) -- so any image/mask dataset becomes SFT
-data; rows that carry their own target (the release's FCoT data, ``train_data: [{fcot: geshang/FCoT}]``) train
+data; samples with instance ground truth, or a recipe in another answer format (the families' JSON), get one
+object per instance in that format (`segr1.data.sft_objects`); rows that carry their own target (the release's FCoT data, ``train_data: [{fcot: geshang/FCoT}]``) train
 on it. The loss is on the completion only (TRL's default for prompt/completion data; the release's SFT also
 trained on the prompt tokens: ``completion_only_loss: false`` in the recipe does that).
 """
@@ -18,6 +19,7 @@ from segr1.train.common import (
     load_checkpoint_weights,
     model_init_kwargs,
     peft_config,
+    resolve_format,
     resolve_frame,
     resolve_model,
     resolve_resume,
@@ -39,6 +41,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
     model = resolve_model(model_args.model_name_or_path)
     frame = resolve_frame(script_args, model)
     style = resolve_style(script_args, model)
+    fmt = resolve_format(script_args, model, style)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     if training_args.remove_unused_columns:
         # The dataset builds its rows on the fly from stored paths; dropping "unused" stored columns breaks that.
@@ -60,13 +63,15 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
         seed=script_args.sft_seed,
         style=style.name,
         protocol=script_args.protocol,
+        answer_format=fmt.name,
     )
     logger.info(
-        "SFT: %s, %d samples, task %s, prompt style %s, frame %d",
+        "SFT: %s, %d samples, task %s, prompt style %s, answer format %s, frame %d",
         model,
         len(dataset),
         script_args.task,
         style.name,
+        fmt.name,
         frame,
     )
     trainer = SFTTrainer(
@@ -79,6 +84,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
     trainer.segr1_frame = frame
     trainer.segr1_model = model
     trainer.segr1_style = style.name
+    trainer.segr1_format = fmt.name
     return trainer
 
 
@@ -102,5 +108,6 @@ def train_sft(
             model=model_args.model_name_or_path,
             model_path=trainer.segr1_model,
             prompt_style=trainer.segr1_style,
+            answer_format=trainer.segr1_format,
         )
     return trainer
