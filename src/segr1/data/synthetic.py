@@ -36,11 +36,12 @@ import cv2
 import numpy as np
 
 from segr1.data.records import Sample
+from segr1.data.synthetic_hard import HARD_KIND_CODES, HARD_KINDS, task_of_kind
 
 logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("salient", "camouflaged", "referring", "silhouette")
-_KIND_CODE = {"salient": 11, "camouflaged": 23, "referring": 37, "silhouette": 41}
+KINDS: tuple[str, ...] = ("salient", "camouflaged", "referring", "silhouette", *HARD_KINDS)
+_KIND_CODE = {"salient": 11, "camouflaged": 23, "referring": 37, "silhouette": 41, **HARD_KIND_CODES}
 FG_SHAPES: tuple[str, ...] = ("ellipse", "polygon", "star", "blob", "rectangle", "cross", "ring")
 _FG_SHAPE_P = np.array([0.2, 0.18, 0.14, 0.24, 0.12, 0.06, 0.06])
 TEXTURES: tuple[str, ...] = ("flat", "noise", "stripes", "gradient", "checker")
@@ -147,7 +148,7 @@ def write_scenes(
         raise ValueError(f"n must be >= 0, got {n}")
     out = Path(out)
     samples: list[Sample] = []
-    task = "referring" if kind == "referring" else "foreground"
+    task = task_of_kind(kind)
     for index in tqdm(range(start, start + n), desc=f"synth {kind}", unit="scene", disable=not progress):
         scene = scene_at(kind, seed, index, size=size, min_size=min_size, max_size=max_size)
         sid = scene.meta["id"]
@@ -156,7 +157,7 @@ def write_scenes(
         meta = {"dataset": f"synthetic-{kind}", **scene.meta}
         samples.append(Sample(sid, image, mask, scene.text, task, meta))
     write_manifest(samples, out / "manifest.jsonl")
-    if kind == "referring":
+    if task == "referring":
         refs = out / "refs.jsonl"
         rows = [
             {"id": s.id, "image": f"images/{s.id}.png", "mask": f"masks/{s.id}.png", "text": s.text}
@@ -191,6 +192,10 @@ def generate_scene(
     w, h = _draw_size(rng, size, min_size, max_size)
     if kind == "referring":
         scene = _referring_scene(rng, w, h)
+    elif kind in HARD_KINDS:
+        from segr1.data.synthetic_hard import generate_hard
+
+        scene = generate_hard(kind, rng, w, h)
     else:
         scene = _foreground_scene(
             rng, w, h, camouflaged=kind == "camouflaged", silhouette=kind == "silhouette"
@@ -455,13 +460,24 @@ def _place(rng, objs: list[_Obj], r: float, w: int, h: int, region: tuple[float,
 
 
 def _referring_layout(
-    rng: np.random.Generator, w: int, h: int, colours: list[str]
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    colours: list[str],
+    *,
+    target: tuple[str, str] | None = None,
+    full_phrase: bool = False,
 ) -> tuple[list[_Obj], str] | None:
-    """Objects (target first) and the phrase naming the target, or None when placement failed."""
+    """Objects (target first) and the phrase naming the target, or None when placement failed.
+
+    ``target``: the target's (shape, colour), drawn from ``colours`` and `REF_SHAPES` when None;
+    ``full_phrase``: a "unique" phrase always names colour and shape."""
     n = int(rng.integers(2, 5))
     base = max(3.0, min(w, h) * rng.uniform(0.08, 0.16 if n > 2 else 0.2))
     mode = str(rng.choice(["unique", "side", "size"], p=[0.5, 0.3, 0.2]))
-    target = _Obj(str(rng.choice(REF_SHAPES)), str(rng.choice(colours)), 0, 0, base * rng.uniform(0.8, 1.2))
+    if target is None:
+        target = (str(rng.choice(REF_SHAPES)), str(rng.choice(colours)))
+    target = _Obj(target[0], target[1], 0, 0, base * rng.uniform(0.8, 1.2))
     objs: list[_Obj] = []
     if mode == "side":
         side = str(rng.choice(list(SIDE_WORDS)))
@@ -510,7 +526,7 @@ def _referring_layout(
     if mode == "unique":
         if len(objs) < 2:
             return None
-        phrase = _unique_phrase(rng, objs, w, h)
+        phrase = f"the {target.colour} {target.shape}" if full_phrase else _unique_phrase(rng, objs, w, h)
     return objs, phrase
 
 
