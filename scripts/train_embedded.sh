@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the embedded tiny Seg-R1 policy shipped in src/segr1/assets/tiny-policy, with segr1's own commands:
 #
-#   1. segr1 data synth   -> training scenes (silhouette + salient + camouflaged, seed 100) under $RUN/data
-#   2. segr1 train sft    --config recipes/tiny/embedded_sft.yaml   -> $RUN/sft   (format + coarse localisation)
-#   3. segr1 train grpo   --config recipes/tiny/embedded_grpo.yaml  -> $RUN/grpo  (GrabCut mask reward + format)
+#   1. segr1 data synth   -> training scenes (seed 100) under $RUN/data: foreground (silhouette, salient,
+#                            camouflaged, salient-hard, camouflaged-hard), referring-seen, reasoning
+#   2. segr1 train sft    --config recipes/tiny/embedded_sft.yaml   -> $RUN/sft   (format + localisation, 3 tasks)
+#   3. segr1 train grpo   --config recipes/tiny/embedded_grpo.yaml  -> $RUN/grpo  (GrabCut mask reward + format
+#                                                                                 + box / point shaping)
 #   4. copy the GRPO checkpoint (weights, tokenizer, processor) into src/segr1/assets/tiny-policy with a
 #      segr1_policy.json {"frame": 224, "trained": true, "recipe": ..., "date": ..., "seeds": ...}
 #
@@ -23,7 +25,8 @@ ONLY_SHIP=0
 [[ "${1:-}" == "--no-ship" ]] && SHIP=0
 [[ "${1:-}" == "--ship-only" ]] && ONLY_SHIP=1
 TRAIN_SEED=100          # scene seed of the training sets (the held-out test sets use seed 5000)
-N_TRAIN=2000            # scenes per family
+# scenes per family (kind:count)
+FAMILIES="silhouette:2000 salient:1000 camouflaged:1000 salient-hard:2000 camouflaged-hard:2000 referring-seen:3000 reasoning:2000"
 SFT_RECIPE=recipes/tiny/embedded_sft.yaml
 GRPO_RECIPE=recipes/tiny/embedded_grpo.yaml
 ASSET=src/segr1/assets/tiny-policy
@@ -37,9 +40,10 @@ if [[ $ONLY_SHIP == 1 ]]; then
   TRAIN_S=$(python -c "import json, sys; print(int(sum(json.loads(l).get('train_runtime', 0) for f in sys.argv[1:] for l in open(f))))" "$RUN/sft/log.jsonl" "$RUN/grpo/log.jsonl")
 else
 stamp "1/4 synthetic training scenes -> $RUN/data"
-for kind in silhouette salient camouflaged; do
+for spec in $FAMILIES; do
+  kind=${spec%%:*}
   if [[ ! -f "$RUN/data/$kind-train/manifest.jsonl" ]]; then
-    segr1 data synth --kind "$kind" --n "$N_TRAIN" --seed "$TRAIN_SEED" --min-size 160 --max-size 320 \
+    segr1 data synth --kind "$kind" --n "${spec##*:}" --seed "$TRAIN_SEED" --min-size 160 --max-size 320 \
       --out "$RUN/data/$kind-train" --no-progress
   fi
 done
@@ -74,28 +78,30 @@ for f in "$RUN"/grpo/*; do
     *) [[ -f "$f" ]] && cp "$f" "$ASSET/" ;;
   esac
 done
-python - "$ASSET" "$RUN" "$SFT_RECIPE" "$GRPO_RECIPE" "$TRAIN_SEED" "$N_TRAIN" "$TRAIN_S" <<'PY'
+python - "$ASSET" "$RUN" "$SFT_RECIPE" "$GRPO_RECIPE" "$TRAIN_SEED" "$FAMILIES" "$TRAIN_S" <<'PY'
 import datetime, json, sys
 from pathlib import Path
 
 from segr1.policies import read_policy_metadata, write_policy_metadata
 
-asset, run, sft_recipe, grpo_recipe, train_seed, n_train, seconds = sys.argv[1:]
+asset, run, sft_recipe, grpo_recipe, train_seed, families, seconds = sys.argv[1:]
 grpo = read_policy_metadata(Path(run) / "grpo")
 args = grpo.get("segr1_args", {})
 meta = {
     "format": "segr1-policy",
     "frame": int(grpo.get("frame", 224)),
     "trained": True,
-    "task": "foreground",
+    "tasks": grpo.get("tasks") or ["foreground"],
+    "prompt_style": grpo.get("prompt_style", "segr1"),
+    "answer_format": grpo.get("answer_format", "seg-r1"),
     "system_prompt": args.get("system_prompt"),
-    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame): SFT on synthetic "
-    "silhouette + salient + camouflaged scenes, then GRPO with the GrabCut mask reward on salient + camouflaged "
-    "scenes. A demo of the method, not a model for real photographs.",
+    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame) for foreground, "
+    "referring and reasoning prompts: SFT on synthetic scenes of the three tasks, then GRPO with the GrabCut mask "
+    "reward plus box / point shaping. A demo of the method on synthetic scenes, not a model for real photographs.",
     "recipe": {"sft": sft_recipe, "grpo": grpo_recipe, "script": "scripts/train_embedded.sh"},
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     "seeds": {"train_scenes": int(train_seed), "test_scenes": 5000, "sft": 0, "grpo": 0},
-    "train_scenes_per_family": int(n_train),
+    "train_scenes_per_family": {s.split(":")[0]: int(s.split(":")[1]) for s in families.split()},
     "train_seconds": int(seconds),
 }
 write_policy_metadata(asset, meta)

@@ -187,6 +187,23 @@ def _pick(coords: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return coords[rng.choice(coords.shape[0], size=n, replace=False)]
 
 
+def interior_point(mask: np.ndarray) -> np.ndarray | None:
+    """The (x, y) pixel of a (H, W) bool mask farthest from its boundary (ties: the first in row order), or None
+    for an empty mask. A positive point that always lies well inside the object, also for rings and crosses
+    whose centre is background."""
+    import cv2
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (H, W); got {mask.shape}")
+    if not mask.any():
+        return None
+    padded = np.pad(mask.astype(np.uint8), 1)  # the image border counts as boundary
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return np.array([float(x), float(y)])
+
+
 def sample_points(
     mask: np.ndarray,
     n_pos: int,

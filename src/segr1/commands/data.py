@@ -23,6 +23,11 @@ KINDS = (
     "camouflaged",
     "referring",
     "silhouette",
+    "salient-hard",
+    "camouflaged-hard",
+    "referring-seen",
+    "referring-novel",
+    "reasoning",
 )  # mirrors segr1.data.synthetic.KINDS (not imported: heavy)
 
 

@@ -155,6 +155,9 @@ def describe_mask(mask: np.ndarray) -> str:
     return f"a {size} object at the {where}" if where != "center" else f"a {size} object in the center"
 
 
+SFT_POINT_MODES = ("random", "interior")
+
+
 def sft_target(
     mask: np.ndarray,
     *,
@@ -164,20 +167,29 @@ def sft_target(
     n_neg: int = 1,
     points_only: bool = False,
     think: str = "describe",
+    point_mode: str = "random",
 ) -> str:
     """The SFT answer for a ground-truth (H, W) bool mask (image frame), in the ``frame x frame`` model frame.
 
     The mask is resized to the frame (nearest); the answer has its tight box (unless ``points_only``),
     ``n_pos`` points inside and ``n_neg`` outside it (inside the box when there is one), integer pixels, and a
     think block: ``think="describe"`` -> `describe_mask`, ``"none"`` -> an empty block, any other string is used
-    verbatim. An empty mask gives a think block only.
+    verbatim. An empty mask gives a think block only. ``point_mode="interior"``: the first positive point is
+    the mask pixel farthest from its boundary (`segr1.geometry.interior_point`), a deterministic target inside
+    the object; the others are sampled as with ``"random"``.
     """
+    if point_mode not in SFT_POINT_MODES:
+        raise ValueError(f"point_mode must be one of {SFT_POINT_MODES}; got {point_mode!r}")
     small = resize_to_frame(np.asarray(mask, dtype=bool), frame)
     if not small.any() and np.asarray(mask).any():  # object thinner than a frame pixel: keep it visible
         ys, xs = np.nonzero(mask)
         small[(ys * frame // mask.shape[0]), (xs * frame // mask.shape[1])] = True
     box = None if points_only else mask_to_box(small)
     points, labels = sample_points(small, n_pos, n_neg, rng, margin=0.1 if box is None else 0.0)
+    if point_mode == "interior" and n_pos > 0 and labels.size and labels[0] == 1:
+        from segr1.geometry import interior_point
+
+        points[0] = interior_point(small)
     prompt = SegPrompt(
         boxes=np.zeros((0, 4)) if box is None else box[None, :],
         points=np.round(points),
@@ -316,7 +328,8 @@ class _Rows:
         mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
         if self.format_name == DEFAULT_FORMAT and instances is None:
             return sft_target(mask, frame=frame, rng=rng, n_pos=self.sft["n_pos"], n_neg=self.sft["n_neg"],
-                              points_only=task == "prerl", think=self.sft["think"])  # fmt: skip
+                              points_only=task == "prerl", think=self.sft["think"],
+                              point_mode=self.sft.get("point_mode", "random"))  # fmt: skip
         from segr1.data.sft_objects import object_target
 
         if instances is not None:
@@ -392,6 +405,7 @@ def to_sft_dataset(
     n_pos: int = 2,
     n_neg: int = 1,
     think: str = "describe",
+    point_mode: str = "random",
     seed: int = 0,
     cache_size: int = 64,
     style: str = "segr1",
@@ -416,7 +430,9 @@ def to_sft_dataset(
     if not isinstance(think, str):
         raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
     table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True, allow_targets=True))
-    sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed}
+    if point_mode not in SFT_POINT_MODES:
+        raise ValueError(f"point_mode must be one of {SFT_POINT_MODES}; got {point_mode!r}")
+    sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed, "point_mode": point_mode}
     rows = _Rows(task=task, frame=frame, system=system, sft=sft, cache_size=cache_size, style=style,
                  protocol=protocol, answer_format=answer_format)  # fmt: skip
     return table.with_transform(rows)

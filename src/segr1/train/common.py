@@ -194,6 +194,13 @@ def disable_missing_vllm(training_args: Any) -> None:
         training_args.use_vllm = False
 
 
+def dataset_task(script_args: Any) -> str | None:
+    """The task the dataset builders force on every sample: the recipe's, or None for ``task: auto``."""
+    from segr1.train.config import AUTO_TASK
+
+    return None if script_args.task == AUTO_TASK else script_args.task
+
+
 def write_provenance(
     out_dir: str,
     *,
@@ -204,8 +211,10 @@ def write_provenance(
     model_path: str | None = None,
     prompt_style: str | None = None,
     answer_format: str | None = None,
+    tasks: Any = None,
 ) -> None:
-    """Write ``segr1_policy.json`` (frame, task, stage, prompt style and answer format it was trained with,
+    """Write ``segr1_policy.json`` (frame, task (``tasks``: every task of the training samples, for ``task:
+    auto``), stage, prompt style and answer format it was trained with,
     base model as named and as loaded) next to the saved model (or LoRA adapter)."""
     from segr1.protocol import describe, get_protocol
     from segr1.styles import get_style
@@ -217,6 +226,7 @@ def write_provenance(
     meta = {
         "frame": frame,
         "task": script_args.task,
+        **({"tasks": sorted(set(tasks))} if tasks else {}),
         "stage": stage,
         "prompt_style": prompt_style,
         "answer_format": answer_format,
@@ -224,7 +234,8 @@ def write_provenance(
         "trained": True,
         "base_model": model,
         "base_model_path": model_path or model,
-        "description": f"segr1 {stage} policy ({script_args.task}, {frame}x{frame} model frame)",
+        "description": f"segr1 {stage} policy ({', '.join(sorted(set(tasks))) if tasks else script_args.task}, "
+        f"{frame}x{frame} model frame)",
         "segr1_args": asdict(script_args),
     }
     path = Path(out_dir) / POLICY_FILE

@@ -40,6 +40,8 @@ from typing import Any
 
 from segr1.prompts import TASKS
 
+AUTO_TASK = "auto"  # recipe task: each sample keeps its own
+
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"  # model_name_or_path value that selects segr1's offline tiny Qwen2.5-VL
@@ -83,7 +85,9 @@ class DataArguments:
     task: str = field(
         default="foreground",
         metadata={
-            "help": f"Task whose instruction the model sees: one of {TASKS} ('prerl' = points-only stage)."
+            "help": f"Task whose instruction the model sees: one of {TASKS} ('prerl' = points-only stage), or "
+            "'auto': each sample's own task (synthetic referring / reasoning scenes carry theirs; folders are "
+            "foreground), for one policy trained on several tasks (needs an explicit frame)."
         },
     )
     frame: int | None = field(
@@ -141,8 +145,10 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
+        if self.task not in (*TASKS, AUTO_TASK):
+            raise ValueError(f"task must be one of {TASKS} or {AUTO_TASK!r}; got {self.task!r}")
+        if self.task == AUTO_TASK and self.frame is None:
+            raise ValueError("task 'auto' mixes tasks whose default frames differ: set `frame` in the recipe")
         if self.prompt_style is not None:
             from segr1.styles import get_style
 
@@ -172,7 +178,7 @@ class GRPOScriptArguments(DataArguments):
         default_factory=lambda: ["segmentation", "format"],
         metadata={
             "help": "Rewards, in order (weights: TRL's reward_weights): segmentation, format, format_points, "
-            "length; the family rewards seg_zero, vision_reasoner, seg_zero_<term>, vision_reasoner_<term>, "
+            "length; the prompt-shaping terms box_iou, points (segr1.shaping_rewards); the family rewards seg_zero, vision_reasoner, seg_zero_<term>, vision_reasoner_<term>, "
             "non_repeat, sam_r1_tiered (segr1.train.named_rewards); or the import path of your own TRL-style "
             "reward (pkg.module.func)."
         },
@@ -222,12 +228,13 @@ class GRPOScriptArguments(DataArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         from segr1.rewards import REWARD_NAMES
+        from segr1.shaping_rewards import SHAPING_REWARDS
         from segr1.train.named_rewards import NAMED_REWARDS
 
         if self.generation_cache_len is not None and self.generation_cache_len < 1:
             raise ValueError(f"generation_cache_len must be >= 1 or null; got {self.generation_cache_len}")
 
-        known = (*REWARD_NAMES, *NAMED_REWARDS)
+        known = (*REWARD_NAMES, *SHAPING_REWARDS, *NAMED_REWARDS)
         bad = [r for r in self.reward_funcs if r not in known and "." not in r]
         if bad or not self.reward_funcs:
             raise ValueError(
@@ -252,3 +259,10 @@ class SFTScriptArguments(DataArguments):
         },
     )
     sft_seed: int = field(default=0, metadata={"help": "Seed of the points sampled for the SFT targets."})
+    sft_points_mode: str = field(
+        default="random",
+        metadata={
+            "help": "First foreground point of SFT targets: 'random' (a mask pixel) or 'interior' (the pixel "
+            "farthest from the mask's boundary)."
+        },
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 from segr1.train.callbacks import JsonlLogCallback
 from segr1.train.common import (
+    dataset_task,
     disable_missing_vllm,
     load_checkpoint_weights,
     model_init_kwargs,
@@ -41,7 +42,8 @@ def build_rewards(
     answer_format: Any = None,
 ) -> list[Any]:
     """The reward callables named by ``script_args.reward_funcs``, in order: ``segmentation``, ``format``,
-    ``format_points``, ``length``, a family reward (`segr1.train.named_rewards.NAMED_REWARDS`: ``seg_zero``,
+    ``format_points``, ``length``, a prompt-shaping term (``box_iou``, ``points``: `segr1.shaping_rewards`), a
+    family reward (`segr1.train.named_rewards.NAMED_REWARDS`: ``seg_zero``,
     ``vision_reasoner_box_iou``, ``non_repeat``, ``sam_r1_tiered``, ...) or an import path ``pkg.module.func``.
     The segmentation reward is built once around one segmenter (loaded lazily, on first use, on ``device``);
     for the ``prerl`` task it ignores boxes (points-only stage); it parses answers in ``answer_format`` (default:
@@ -52,6 +54,7 @@ def build_rewards(
     from segr1 import rewards
     from segr1.formats import DEFAULT_FORMAT, format_for
     from segr1.protocol import get_protocol
+    from segr1.shaping_rewards import SHAPING_REWARDS, PromptShapingReward
     from segr1.styles import get_style
     from segr1.train.named_rewards import NAMED_REWARDS, FormattedSegmentationReward, build_named_reward
 
@@ -100,6 +103,8 @@ def build_rewards(
                     sigma=script_args.length_sigma,
                 )
             )
+        elif name in SHAPING_REWARDS:
+            funcs.append(PromptShapingReward(name, frame=frame))
         elif name in NAMED_REWARDS:
             segmenter_device = script_args.segmenter_device or device
             funcs.append(build_named_reward(name, frame=frame, segmenter=script_args.segmenter, answer_format=fmt,
@@ -149,7 +154,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
 
     dataset = to_grpo_dataset(
         samples,
-        task=script_args.task,
+        task=dataset_task(script_args),
         frame=frame,
         system=script_args.system_prompt,
         style=style.name,
@@ -193,6 +198,7 @@ def build_grpo_trainer(script_args: GRPOScriptArguments, training_args: Any, mod
     trainer.segr1_model = model
     trainer.segr1_style = style.name
     trainer.segr1_format = fmt.name
+    trainer.segr1_tasks = sorted({dataset_task(script_args) or s.task for s in samples})
     return trainer
 
 
@@ -220,5 +226,6 @@ def train_grpo(
             model_path=trainer.segr1_model,
             prompt_style=trainer.segr1_style,
             answer_format=trainer.segr1_format,
+            tasks=trainer.segr1_tasks,
         )
     return trainer

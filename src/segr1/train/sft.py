@@ -16,6 +16,7 @@ from typing import Any
 
 from segr1.train.callbacks import JsonlLogCallback
 from segr1.train.common import (
+    dataset_task,
     load_checkpoint_weights,
     model_init_kwargs,
     peft_config,
@@ -54,12 +55,13 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
         )
     dataset = to_sft_dataset(
         samples,
-        task=script_args.task,
+        task=dataset_task(script_args),
         frame=frame,
         system=script_args.system_prompt,
         n_pos=script_args.sft_points_pos,
         n_neg=script_args.sft_points_neg,
         think=script_args.sft_think,
+        point_mode=script_args.sft_points_mode,
         seed=script_args.sft_seed,
         style=style.name,
         protocol=script_args.protocol,
@@ -85,6 +87,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
     trainer.segr1_model = model
     trainer.segr1_style = style.name
     trainer.segr1_format = fmt.name
+    trainer.segr1_tasks = sorted({dataset_task(script_args) or s.task for s in samples})
     return trainer
 
 
@@ -109,5 +112,6 @@ def train_sft(
             model_path=trainer.segr1_model,
             prompt_style=trainer.segr1_style,
             answer_format=trainer.segr1_format,
+            tasks=trainer.segr1_tasks,
         )
     return trainer
