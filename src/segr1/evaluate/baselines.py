@@ -302,7 +302,9 @@ def _map(fn: Callable[[int], Any], n: int, workers: int) -> list[Any]:
 def _read(sample: Any) -> tuple[np.ndarray, np.ndarray]:
     from segr1.data.io import read_image, read_mask
 
-    return read_image(sample.image), read_mask(sample.mask)
+    image = sample.image if isinstance(sample.image, np.ndarray) else read_image(sample.image)
+    gt = sample.mask if isinstance(sample.mask, np.ndarray) else read_mask(sample.mask)
+    return image, np.asarray(gt, dtype=bool)
 
 
 def choose_fixed_box(
