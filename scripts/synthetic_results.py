@@ -236,9 +236,22 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     segmenter = load_segmenter("grabcut")
     fixed: dict[str, Any] = {}
     references: dict[str, list[str]] = {}
+    reused: dict[str, str] = {}
+    earlier = _read_reuse(getattr(args, "reuse", None))
     for family, samples in data.items():
         names = applicable_references(samples, wanted, has_validation=family in vals)
         references[family] = names
+        test_folder, val_folder = dict(families)[family], vals.get(family)
+        if _reusable(earlier, family, test_folder, val_folder, len(samples), names, args.seed, args.val_n):
+            # the same test folder, scenes, validation folder, seed and references: the same numbers
+            results[family].update({m: earlier["results"][family][m] for m in names})
+            if (earlier.get("per_scene") or {}).get(family):
+                per_scene[family].update({m: earlier["per_scene"][family].get(m) for m in names})
+            if family in earlier["settings"].get("fixed_boxes", {}):
+                fixed[family] = earlier["settings"]["fixed_boxes"][family]
+            reused[family] = args.reuse
+            logger.info("%s: references reused from %s", family, args.reuse)
+            continue
         box = None
         if any(n in (BEST_FIXED, BEST_FIXED_CENTRE) for n in names):
             t0 = time.perf_counter()
@@ -259,9 +272,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "test": dict(families),
         "val": vals,
+        "val_n": args.val_n,
         "policies": dict(policies),
         "references": references,
         "fixed_boxes": fixed,
+        "references_reused_from": reused,
         "n_per_family": {f: len(s) for f, s in data.items()},
         "tasks": {f: sorted({s.task for s in samples}) for f, samples in data.items()},
         "segmenter": "grabcut",
@@ -276,6 +291,40 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report["margins"] = margins(report)
     report["grid_cases"] = grid_cases
     return report
+
+
+def _read_reuse(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    report = json.loads(Path(path).read_text())
+    if not isinstance(report, dict) or "settings" not in report or "results" not in report:
+        raise ValueError(f"--reuse {path!r} is not a report written by --out-json")
+    return report
+
+
+def _reusable(
+    earlier: dict[str, Any] | None,
+    family: str,
+    folder: str,
+    val: str | None,
+    n: int,
+    names: list[str],
+    seed: int,
+    val_n: int | None,
+) -> bool:
+    """True when the earlier report measured every reference of ``names`` on the same test folder, number
+    of scenes, validation folder (and its scene limit) and reference seed as this run asks for ``family``."""
+    if earlier is None or not names:
+        return False
+    st = earlier["settings"]
+    return (
+        st.get("test", {}).get(family) == folder
+        and st.get("n_per_family", {}).get(family) == n
+        and st.get("val", {}).get(family) == val
+        and st.get("reference_seed") == seed
+        and st.get("val_n") == val_n
+        and all(m in earlier["results"].get(family, {}) for m in names)
+    )
 
 
 def margins(report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -503,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated references to run (default: every one that applies): {', '.join(REFERENCES)}",
     )
     parser.add_argument("--no-references", action="store_true", help="measure the policies only")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        metavar="REPORT.json",
+        help="take the references' numbers (and chosen fixed boxes) of a family from an earlier --out-json "
+        "when it measured them on the same test folder, scenes, validation folder and seed",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="scenes segmented in parallel by the references"
     )

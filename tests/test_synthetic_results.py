@@ -231,3 +231,23 @@ def test_without_a_validation_folder_there_is_no_chosen_box(script, folders, tmp
     )  # no such test family
     with pytest.raises(SystemExit):
         script.main([*args, "--workers", "0"])
+
+
+def test_references_are_reused_from_an_earlier_report_of_the_same_scenes(
+    script, folders, tmp_path, monkeypatch
+):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    args = ["--test", f"salient-hard={folders['salient-hard', 'test']}", "--n", "1",
+            "--val", f"salient-hard={folders['salient-hard', 'val']}", "--val-n", "1"]  # fmt: skip
+    assert script.main([*args, "--out-json", str(first)]) == 0
+
+    def no_run(*a, **k):
+        raise AssertionError("references measured again")
+
+    monkeypatch.setattr(script, "run_references", no_run)
+    monkeypatch.setattr(script, "choose_fixed_box", no_run)
+    assert script.main([*args, "--reuse", str(first), "--out-json", str(second)]) == 0
+    a, b_ = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["results"] == b_["results"] and a["settings"]["fixed_boxes"] == b_["settings"]["fixed_boxes"]
+    with pytest.raises(AssertionError, match="measured again"):  # other scenes: not reusable
+        script.main([*args[:3], "2", *args[4:], "--reuse", str(first)])
