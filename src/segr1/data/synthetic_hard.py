@@ -12,8 +12,10 @@ Each is a kind of `segr1.data.synthetic` (same ``(kind, seed, index)`` purity, s
   colour, shape, position and size phrases), except that the target's (colour, shape) pair is never one of
   `HELD_OUT_PAIRS` in ``referring-seen`` and always one of them in ``referring-novel``, where the phrase
   always names colour and shape: a test of phrase combinations the training scenes never ask for.
-- ``reasoning``: 3-5 objects and a question answered by comparing them: the largest / smallest shape, the
-  one whose colour differs from all others, the one whose shape differs.
+- ``reasoning``: 3-5 objects and a question answered by comparing them: the largest / smallest shape (size
+  is the shape's radius: the target's is >= 1.45x every other's, or <= 0.65x; compact shapes only, so its
+  area is also the largest / smallest in about 99% of scenes), the one whose colour differs from all others,
+  the one whose shape differs.
 
 Every scene's meta lists its ``objects`` (target first: shape, colour, centre, radius, box, area) and
 ``target: 0``, so baselines that pick an object without reading the text (a random object, the largest one)
