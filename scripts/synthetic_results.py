@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: [t for t in text.split(",") if t.strip()],
         default=None,
         metavar="NAME,NAME",
-        help=f"comma-separated references to run (default: every one that applies): {', '.join(REFERENCES)}",
+        help=f"comma-separated references to run (default: every one that applies): {', '.join(REFERENCES).replace('%', '%%')}",
     )
     parser.add_argument("--no-references", action="store_true", help="measure the policies only")
     parser.add_argument(

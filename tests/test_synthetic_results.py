@@ -251,3 +251,10 @@ def test_references_are_reused_from_an_earlier_report_of_the_same_scenes(
     assert a["results"] == b_["results"] and a["settings"]["fixed_boxes"] == b_["settings"]["fixed_boxes"]
     with pytest.raises(AssertionError, match="measured again"):  # other scenes: not reusable
         script.main([*args[:3], "2", *args[4:], "--reuse", str(first)])
+
+
+def test_help_prints(script, capsys):
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--help"])
+    assert exc.value.code == 0
+    assert "--references" in capsys.readouterr().out
