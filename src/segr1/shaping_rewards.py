@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from segr1 import geometry
 from segr1.answer import SegPrompt, parse_answer
 from segr1.geometry import mask_to_box, to_image_frame
 from segr1.rewards import completion_text, decode_mask
@@ -32,14 +33,10 @@ SHAPING_REWARDS: tuple[str, ...] = ("box_iou", "points")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two ``[x1, y1, x2, y2]`` boxes with inclusive pixel corners."""
-    ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    iy = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    inter = max(ix, 0.0) * max(iy, 0.0)
-    area_a = max(a[2] - a[0] + 1, 0.0) * max(a[3] - a[1] + 1, 0.0)
-    area_b = max(b[2] - b[0] + 1, 0.0) * max(b[3] - b[1] + 1, 0.0)
-    union = area_a + area_b - inter
-    return float(inter / union) if union > 0 else 0.0
+    """IoU of two ``[x1, y1, x2, y2]`` boxes with inclusive pixel corners (`segr1.geometry.box_iou` on the
+    pixel areas they cover)."""
+    grow = np.array([0.0, 0.0, 1.0, 1.0])
+    return geometry.box_iou(np.asarray(a, float) + grow, np.asarray(b, float) + grow)
 
 
 def point_correctness(prompt: SegPrompt, mask: np.ndarray) -> float:
