@@ -1,10 +1,13 @@
 """Does a policy look at the image? Two checks on held-out scenes, for any hf-backend checkpoint.
 
 1. **Shuffled-image loss.** The teacher-forced loss (mean cross-entropy per answer token) of each scene's SFT
-   target (`segr1.data.trl.sft_target`: GT box + foreground points, the think text given by ``--think``) when
-   the policy sees the scene's own image, and when it sees another scene's image (a cyclic shift of the
-   batch). A policy that uses the image has a lower loss on its own image; ``gain`` is the difference
-   (shuffled - own). A gain near 0 means the answer does not depend on the image.
+   target (`segr1.data.trl.sft_target`: GT box + the interior foreground point (``--point-mode``), the think
+   text given by ``--think``) when the policy sees the scene's own image, and when it sees another scene's
+   image (a cyclic shift of the batch). A policy that uses the image has a lower loss on its own image;
+   ``gain`` is the difference (shuffled - own). A gain near 0 means the answer does not depend on the image.
+   For a folder with a manifest whose scenes carry a text (referring phrases, reasoning questions), each
+   scene is prompted with its own task and text, and the same is done with another scene's text and the
+   own image (``text_gain``): a policy that reads the phrase has a lower loss with its own.
 2. **Greedy boxes.** The box of the greedy answer, mapped to the image frame, against the GT box (box IoU),
    the number of distinct boxes it writes (in the model frame), and the same box IoU for a fixed box inset by
    3% of each side (the image-independent reference of scripts/synthetic_results.py).
@@ -38,45 +41,59 @@ class _NoSegmenter:
         return [np.zeros(np.asarray(image).shape[:2], dtype=bool) for _ in prompts]
 
 
-def _pipeline(folder: str, batch_size: int):
+def _pipeline(folder: str, batch_size: int, task: str = "foreground"):
     from segr1.pipeline import SegR1Pipeline
     from segr1.policies import load_policy
 
     policy = load_policy(folder, device="cpu")
     if not hasattr(policy, "model") or not hasattr(policy, "processor"):
         raise SystemExit(f"{folder}: the shuffled-image loss needs an hf-backend policy")
-    return SegR1Pipeline(policy, _NoSegmenter(), task="foreground", max_new_tokens=64, batch_size=batch_size)
+    return SegR1Pipeline(policy, _NoSegmenter(), task=task, max_new_tokens=64, batch_size=batch_size)
 
 
-def shuffled_loss(pipe, images, masks, think: str, batch: int) -> dict[str, float]:
-    """Mean per-token answer loss with the own image and with another scene's image."""
+def shuffled_loss(
+    pipe, images, masks, think: str, batch: int, texts: list | None = None, point_mode: str = "interior"
+) -> dict[str, float]:
+    """Mean per-token answer loss with the own image and with another scene's image; for scenes with a text
+    (referring / reasoning), also with the own image and another scene's text (``loss_shuffled_text``,
+    ``text_gain``)."""
     import torch
     from PIL import Image
 
     from segr1.data.trl import sft_target
     from segr1.geometry import resize_to_frame
-    from segr1.prompts import build_instruction, build_messages
+    from segr1.prompts import build_messages
 
     policy, frame = pipe.policy, pipe.frame
     model, processor = policy.model, policy.processor
-    instruction = build_instruction("foreground", None, frame=frame)
+    texts = list(texts) if texts is not None else [None] * len(images)
     frames = [resize_to_frame(Image.fromarray(im), frame) for im in images]
-    targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=think) for i, m in enumerate(masks)]
-    prompt_text = processor.apply_chat_template(
-        build_messages(frames[0], instruction, pipe.system), add_generation_prompt=True, tokenize=False
-    )
+    targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=think, point_mode=point_mode)
+               for i, m in enumerate(masks)]  # fmt: skip
     end = processor.tokenizer.eos_token or ""
 
-    def mean_loss(shown: list) -> float:
+    def prompt(image, text) -> str:
+        user = pipe.style.user(pipe.task, text, frame=frame, stage=pipe.stage)
+        return processor.apply_chat_template(
+            build_messages(image, user, pipe.system_for(user)), add_generation_prompt=True, tokenize=False
+        )
+
+    def mean_loss(shown: list, shown_texts: list) -> float:
         per_scene = []
         for s in range(0, len(shown), batch):
-            ims, tgs = shown[s : s + batch], targets[s : s + batch]
-            prompt_len = len(processor(text=[prompt_text], images=[ims[0]])["input_ids"][0])
+            ims = shown[s : s + batch]
+            prompts = [prompt(im, tx) for im, tx in zip(ims, shown_texts[s : s + batch], strict=True)]
+            lengths = [
+                len(processor(text=[p], images=[im])["input_ids"][0])
+                for p, im in zip(prompts, ims, strict=True)
+            ]
             enc = processor(
-                text=[prompt_text + t + end for t in tgs], images=ims, padding=True, return_tensors="pt"
-            )
+                text=[p + t + end for p, t in zip(prompts, targets[s : s + batch], strict=True)],
+                images=ims, padding=True, return_tensors="pt",
+            )  # fmt: skip
             labels = enc["input_ids"].clone()
-            labels[:, :prompt_len] = -100
+            for row, n in enumerate(lengths):
+                labels[row, :n] = -100
             labels[enc["attention_mask"] == 0] = -100
             with torch.no_grad():
                 logits = model(**enc).logits[:, :-1].float()
@@ -89,17 +106,21 @@ def shuffled_loss(pipe, images, masks, think: str, batch: int) -> dict[str, floa
     side = processor.tokenizer.padding_side
     processor.tokenizer.padding_side = "right"  # the prompt mask below assumes the prompt starts each row
     try:
-        own = mean_loss(frames)
-        shifted = mean_loss(frames[1:] + frames[:1])
+        own = mean_loss(frames, texts)
+        shifted = mean_loss(frames[1:] + frames[:1], texts)
+        out = {"loss_own_image": own, "loss_shuffled_image": shifted, "gain": shifted - own}
+        if any(t is not None for t in texts):
+            other = mean_loss(frames, texts[1:] + texts[:1])
+            out.update(loss_shuffled_text=other, text_gain=other - own)
     finally:
         processor.tokenizer.padding_side = side
-    return {"loss_own_image": own, "loss_shuffled_image": shifted, "gain": shifted - own}
+    return out
 
 
-def greedy_boxes(pipe, images, masks) -> dict[str, float]:
+def greedy_boxes(pipe, images, masks, texts: list | None = None) -> dict[str, float]:
     from segr1.geometry import box_iou, mask_to_box
 
-    results = pipe(list(images))
+    results = pipe(list(images), texts=texts) if texts is not None and any(texts) else pipe(list(images))
     ious, fixed, boxes = [], [], set()
     for res, gt in zip(results, masks, strict=True):
         h, w = gt.shape
@@ -123,40 +144,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", action="append", required=True, help="FAMILY=FOLDER with images/ and masks/")
     ap.add_argument("--n", type=int, default=128, help="scenes per family (first N by name)")
     ap.add_argument("--think", default="object", help="think text of the teacher-forced targets")
+    ap.add_argument("--point-mode", default="interior", choices=("interior", "random"),
+                    help="foreground point of the teacher-forced targets (the embedded SFT's: interior)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
 
+    from segr1.data.folders import read_manifest
     from segr1.data.io import read_image, read_mask
 
     families = {}
     for spec in args.test:
         name, _, folder = spec.partition("=")
-        files = sorted((Path(folder) / "images").glob("*.png"))[: args.n]
+        manifest = Path(folder) / "manifest.jsonl"
+        if manifest.is_file():  # the scenes' own task and text (referring phrases, reasoning questions)
+            samples = sorted(read_manifest(manifest), key=lambda s: Path(s.image).name)[: args.n]
+            files = [Path(s.image) for s in samples]
+            masks = [Path(s.mask) for s in samples]
+            task, texts = samples[0].task if samples else "foreground", [s.text for s in samples]
+        else:
+            files = sorted((Path(folder) / "images").glob("*.png"))[: args.n]
+            masks = [Path(folder) / "masks" / f.name for f in files]
+            task, texts = "foreground", [None] * len(files)
         if not files:
             raise SystemExit(f"--test {spec}: no images under {folder}/images")
-        families[name] = (
-            [read_image(f) for f in files],
-            [read_mask(Path(folder) / "masks" / f.name) for f in files],
-        )
+        families[name] = ([read_image(f) for f in files], [read_mask(m) for m in masks], task, texts)
     rows = []
     for spec in args.policy:
         label, _, folder = spec.partition("=")
-        pipe = _pipeline(folder, args.batch_size)
-        for fam, (images, masks) in families.items():
+        pipes = {}
+        for fam, (images, masks, task, texts) in families.items():
+            if task not in pipes:
+                pipes[task] = _pipeline(folder, args.batch_size, task)
+            pipe = pipes[task]
             row = {"policy": label, "family": fam, "n": len(images)}
-            row.update(shuffled_loss(pipe, images, masks, args.think, args.batch_size))
-            row.update(greedy_boxes(pipe, images, masks))
+            row.update(
+                shuffled_loss(pipe, images, masks, args.think, args.batch_size, texts, args.point_mode)
+            )
+            row.update(greedy_boxes(pipe, images, masks, texts))
             print(json.dumps(row), flush=True)
             rows.append(row)
     print()
     print(
-        "| policy | family | loss, own image | loss, shuffled image | gain | greedy box IoU | fixed box IoU | distinct boxes |"
+        "| policy | family | loss, own image | loss, shuffled image | gain | loss, shuffled text | text gain "
+        "| greedy box IoU | fixed box IoU | distinct boxes |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        text = f"{r['loss_shuffled_text']:.4f} | {r['text_gain']:+.4f}" if "text_gain" in r else "n/a | n/a"
         print(
             f"| {r['policy']} | {r['family']} | {r['loss_own_image']:.4f} | {r['loss_shuffled_image']:.4f} | "
-            f"{r['gain']:+.4f} | {r['box_iou']:.3f} | {r['fixed_box_iou']:.3f} | {r['distinct_boxes']} / {r['n']} |"
+            f"{r['gain']:+.4f} | {text} | {r['box_iou']:.3f} | {r['fixed_box_iou']:.3f} | "
+            f"{r['distinct_boxes']} / {r['n']} |"
         )
     return 0
 
