@@ -12,23 +12,34 @@
 # Usage: scripts/train_embedded.sh [--no-ship | --ship-only]      (from anywhere; runs in the repository root)
 #   --no-ship:   train only; the policy stays in $RUN/grpo
 #   --ship-only: skip training and ship $RUN/grpo (train_seconds = the two stages' recorded train_runtime)
-# Environment: RUN (default runs/embedded) -- where data, checkpoints and logs go; the recipes expect the
+# Environment: VARIANT (default shipped: the foreground policy in the package; multitask: the foreground +
+# referring + reasoning policy of docs/results.md, trained into runs/embedded-multitask; --ship would put it in
+# the package), RUN (default runs/embedded or runs/embedded-multitask) -- where data, checkpoints and logs go; the recipes expect the
 # default, so pass --output_dir/--train_data overrides through SFT_ARGS / GRPO_ARGS if you change it.
 # SFT_ARGS / GRPO_ARGS: extra `--key value` overrides for the two stages. Budget: <= 30 min on 2 CPU cores.
 # The measurement (held-out test sets, table, curves) is scripts/synthetic_results.py; see docs/results.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-RUN=${RUN:-runs/embedded}
+VARIANT=${VARIANT:-shipped}
+case "$VARIANT" in
+  shipped)    # the policy in src/segr1/assets/tiny-policy: foreground only
+    RUN=${RUN:-runs/embedded}
+    FAMILIES="silhouette:2000 salient:2000 camouflaged:2000"
+    SFT_RECIPE=recipes/tiny/embedded_sft.yaml
+    GRPO_RECIPE=recipes/tiny/embedded_grpo.yaml ;;
+  multitask)  # one policy for foreground, referring and reasoning (docs/results.md; not shipped)
+    RUN=${RUN:-runs/embedded-multitask}
+    FAMILIES="silhouette:2000 salient:1000 camouflaged:1000 salient-hard:2000 camouflaged-hard:2000 referring-seen:3000 reasoning:2000"
+    SFT_RECIPE=recipes/tiny/embedded_multitask_sft.yaml
+    GRPO_RECIPE=recipes/tiny/embedded_multitask_grpo.yaml ;;
+  *) echo "VARIANT must be shipped or multitask, not $VARIANT" >&2; exit 2 ;;
+esac
 SHIP=1
 ONLY_SHIP=0
 [[ "${1:-}" == "--no-ship" ]] && SHIP=0
 [[ "${1:-}" == "--ship-only" ]] && ONLY_SHIP=1
 TRAIN_SEED=100          # scene seed of the training sets (the held-out test sets use seed 5000)
-# scenes per family (kind:count)
-FAMILIES="silhouette:2000 salient:1000 camouflaged:1000 salient-hard:2000 camouflaged-hard:2000 referring-seen:3000 reasoning:2000"
-SFT_RECIPE=recipes/tiny/embedded_sft.yaml
-GRPO_RECIPE=recipes/tiny/embedded_grpo.yaml
 ASSET=src/segr1/assets/tiny-policy
 
 mkdir -p "$RUN"
@@ -78,13 +89,13 @@ for f in "$RUN"/grpo/*; do
     *) [[ -f "$f" ]] && cp "$f" "$ASSET/" ;;
   esac
 done
-python - "$ASSET" "$RUN" "$SFT_RECIPE" "$GRPO_RECIPE" "$TRAIN_SEED" "$FAMILIES" "$TRAIN_S" <<'PY'
+python - "$ASSET" "$RUN" "$SFT_RECIPE" "$GRPO_RECIPE" "$TRAIN_SEED" "$FAMILIES" "$TRAIN_S" "$VARIANT" <<'PY'
 import datetime, json, sys
 from pathlib import Path
 
 from segr1.policies import read_policy_metadata, write_policy_metadata
 
-asset, run, sft_recipe, grpo_recipe, train_seed, families, seconds = sys.argv[1:]
+asset, run, sft_recipe, grpo_recipe, train_seed, families, seconds, variant = sys.argv[1:]
 grpo = read_policy_metadata(Path(run) / "grpo")
 args = grpo.get("segr1_args", {})
 meta = {
@@ -95,9 +106,15 @@ meta = {
     "prompt_style": grpo.get("prompt_style", "segr1"),
     "answer_format": grpo.get("answer_format", "seg-r1"),
     "system_prompt": args.get("system_prompt"),
-    "description": "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame) for foreground, "
-    "referring and reasoning prompts: SFT on synthetic scenes of the three tasks, then GRPO with the GrabCut mask "
-    "reward plus box / point shaping. A demo of the method on synthetic scenes, not a model for real photographs.",
+    "description": (
+        "segr1's embedded tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame): SFT on synthetic silhouette + "
+        "salient + camouflaged scenes, then GRPO with the GrabCut mask reward on salient + camouflaged scenes. A "
+        "demo of the method, not a model for real photographs."
+        if variant == "shipped"
+        else "segr1's multi-task tiny Qwen2.5-VL policy (1.3 M parameters, 224x224 frame) for foreground, referring "
+        "and reasoning prompts: SFT on synthetic scenes of the three tasks, then GRPO with the GrabCut mask reward "
+        "plus box / point shaping. A demo of the method on synthetic scenes, not a model for real photographs."
+    ),
     "recipe": {"sft": sft_recipe, "grpo": grpo_recipe, "script": "scripts/train_embedded.sh"},
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     "seeds": {"train_scenes": int(train_seed), "test_scenes": 5000, "sft": 0, "grpo": 0},

@@ -173,11 +173,11 @@ def test_shaping_rewards_score_answers_in_the_image_frame():
 def test_task_auto_needs_a_frame_and_is_accepted_by_the_embedded_recipes():
     from segr1.train.common import parse_recipe
 
-    for name in ("embedded_sft", "embedded_grpo"):
+    for name in ("embedded_multitask_sft", "embedded_multitask_grpo"):
         stage = "sft" if "sft" in name else "grpo"
         script, _, _ = parse_recipe(stage, ["--config", str(ROOT / f"recipes/tiny/{name}.yaml")])
         assert script.task == "auto" and script.frame == 224
-    script, _, _ = parse_recipe("grpo", ["--config", str(ROOT / "recipes/tiny/embedded_grpo.yaml")])
+    script, _, _ = parse_recipe("grpo", ["--config", str(ROOT / "recipes/tiny/embedded_multitask_grpo.yaml")])
     assert {"box_iou", "points", "segmentation"} <= set(script.reward_funcs)
     from segr1.train.config import SFTScriptArguments
 
