@@ -90,9 +90,30 @@ def test_data_synth_writes_the_task_and_refs_of_text_kinds(tmp_path):
     from segr1.cli import main
     from segr1.data.folders import read_manifest
 
-    for kind, task in (("referring-seen", "referring"), ("reasoning", "reasoning"), ("salient-hard", "foreground")):
+    for kind, task in (
+        ("referring-seen", "referring"),
+        ("reasoning", "reasoning"),
+        ("salient-hard", "foreground"),
+    ):
         out = tmp_path / kind
-        assert main(["data", "synth", "--kind", kind, "--n", "3", "--size", "96", "--out", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "synth",
+                    "--kind",
+                    kind,
+                    "--n",
+                    "3",
+                    "--size",
+                    "96",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         samples = read_manifest(out / "manifest.jsonl")
         assert {s.task for s in samples} == {task}
         assert (out / "refs.jsonl").is_file() == (task == "referring")
@@ -146,7 +167,9 @@ def test_box_iou_and_point_correctness():
     assert box_iou(np.array([0, 0, 9, 9.0]), np.array([0, 0, 19, 9.0])) == pytest.approx(0.5)
     mask = np.zeros((20, 20), bool)
     mask[5:15, 5:15] = True
-    p = SegPrompt(boxes=np.zeros((0, 4)), points=np.array([[8.0, 8], [1, 1], [2, 2]]), labels=np.array([1, 0, 1]))
+    p = SegPrompt(
+        boxes=np.zeros((0, 4)), points=np.array([[8.0, 8], [1, 1], [2, 2]]), labels=np.array([1, 0, 1])
+    )
     assert point_correctness(p, mask) == pytest.approx(2 / 3)
 
 
