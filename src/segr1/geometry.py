@@ -187,10 +187,11 @@ def _pick(coords: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return coords[rng.choice(coords.shape[0], size=n, replace=False)]
 
 
-def interior_point(mask: np.ndarray) -> np.ndarray | None:
+def interior_point(mask: np.ndarray, *, mask_size: int = 3) -> np.ndarray | None:
     """The (x, y) pixel of a (H, W) bool mask farthest from its boundary (ties: the first in row order), or None
     for an empty mask. A positive point that always lies well inside the object, also for rings and crosses
-    whose centre is background."""
+    whose centre is background. ``mask_size``: OpenCV's L2 distance-transform mask (3, as the embedded SFT
+    targets; 5, as the synthetic baselines)."""
     import cv2
 
     mask = np.asarray(mask, dtype=bool)
@@ -199,7 +200,7 @@ def interior_point(mask: np.ndarray) -> np.ndarray | None:
     if not mask.any():
         return None
     padded = np.pad(mask.astype(np.uint8), 1)  # the image border counts as boundary
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, mask_size)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return np.array([float(x), float(y)])
 

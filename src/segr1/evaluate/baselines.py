@@ -88,16 +88,11 @@ def centre_point(width: int, height: int) -> np.ndarray:
 
 def interior_point(mask: np.ndarray) -> np.ndarray | None:
     """(2,) xy of the mask pixel farthest from the mask's boundary (the image border counts as boundary;
-    ties: the first in row-major order), or None for an empty mask."""
-    import cv2
+    ties: the first in row-major order), or None for an empty mask: `segr1.geometry.interior_point` with
+    OpenCV's 5x5 distance mask."""
+    from segr1.geometry import interior_point as deepest
 
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return None
-    padded = np.pad(mask, 1).astype(np.uint8)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([float(x), float(y)])
+    return deepest(mask, mask_size=5)
 
 
 def scene_objects(sample: Any) -> list[dict[str, Any]] | None:
