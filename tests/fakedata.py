@@ -31,6 +31,21 @@ BLUE = (30, 60, 220)
 # ------------------------------------------------------------------------------------------------ scenes
 
 
+def load_script(name: str, *, register: bool = False):
+    """``scripts/<name>.py`` imported as a module (``register``: also put it in ``sys.modules``, for scripts
+    whose dataclasses or pickling look themselves up there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def textured(width: int, height: int, seed: int) -> np.ndarray:
     """(H, W, 3) uint8 greenish-grey noise background."""
     rng = np.random.default_rng(seed)

@@ -9,12 +9,12 @@ When the shipped weights change (a retrained policy) the file must be re-recorde
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+import fakedata as fd
 from segr1.policies import shipped_policy_available
 
 pytestmark = pytest.mark.skipif(
@@ -25,12 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _recorder():
-    spec = importlib.util.spec_from_file_location(
-        "record_embedded_answers", REPO / "scripts" / "record_embedded_answers.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fd.load_script("record_embedded_answers")
 
 
 @pytest.fixture(scope="module")

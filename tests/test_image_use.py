@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+
+import fakedata as fd
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def image_use():
-    spec = importlib.util.spec_from_file_location("image_use", ROOT / "scripts" / "image_use.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_use"] = module
-    spec.loader.exec_module(module)
-    return module
+    return fd.load_script("image_use", register=True)
 
 
 @pytest.fixture(scope="module")

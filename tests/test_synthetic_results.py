@@ -4,15 +4,14 @@ per-sample task and text, margin rows and the picture grid."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+import fakedata as fd
 from segr1.answer import SegPrompt
 from segr1.data.records import Sample
 from segr1.evaluate import baselines as b
@@ -23,13 +22,7 @@ TINY_POLICY = ROOT / "src" / "segr1" / "assets" / "tiny-policy"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_results", ROOT / "scripts" / "synthetic_results.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["synthetic_results"] = module
-    spec.loader.exec_module(module)
-    return module
+    return fd.load_script("synthetic_results", register=True)
 
 
 @pytest.fixture(scope="module")
