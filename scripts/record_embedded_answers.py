@@ -42,8 +42,11 @@ def weights_sha256() -> str:
     return hashlib.sha256((SHIPPED_POLICY_DIR / "model.safetensors").read_bytes()).hexdigest()
 
 
-def record() -> dict[str, object]:
-    """Run `segr1 segment` on the examples for every entry of RUNS; return {"weights_sha256", "runs"}."""
+def record(model: str | None = None) -> dict[str, object]:
+    """Run `segr1 segment` on the examples for every entry of RUNS; return {"weights_sha256", "runs"}.
+
+    ``model``: a ``--model`` spec for the embedded policy, e.g. ``"hf:default"`` (transformers) or
+    ``"native:default"``; None is the default (the native backend on CPU)."""
     from segr1.cli import main
 
     images = sorted(str(p) for p in EXAMPLES.glob("*.png"))
@@ -51,7 +54,8 @@ def record() -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="segr1-golden-") as tmp:
         for name, extra in RUNS:
             out = Path(tmp) / name
-            main(["segment", *images, *extra, "--out", str(out)])
+            model_args = ["--model", model] if model else []
+            main(["segment", *images, *extra, *model_args, "--out", str(out)])
             lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
             records = [json.loads(line) for line in lines if line.strip()]
             runs[name] = {Path(r["image"]).name: r["answer"] for r in records}
@@ -63,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="compare with the golden file instead of writing it"
     )
+    parser.add_argument(
+        "--model", default=None, help="policy spec (default: the embedded default); e.g. hf:default"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    got = record()
+    got = record(args.model)
     if args.check:
         want = json.loads(GOLDEN.read_text(encoding="utf-8"))
         if got != want:

@@ -4,7 +4,8 @@ The golden file (tests/data/embedded_answers.json, written by scripts/record_emb
 answers `segr1 segment` gave with the default options before segr1 learnt prompt styles, answer formats and
 release-protocol switches. The embedded policy records the segr1 prompt style, so none of that may change
 what it sees: same instruction, same system turn (none), same image, same budget, hence the same answers.
-When the shipped weights change (a retrained policy) the file must be re-recorded with that script.
+When the shipped weights change (a retrained policy) the file must be re-recorded with that script. The default
+runs on the native backend (segr1's own forward pass); ``hf:default`` on transformers: both must match.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ def test_golden_file_is_for_the_shipped_weights(recorder, golden):
     )
 
 
-def test_embedded_answers_are_bit_identical(recorder, golden):
-    got = recorder.record()
+@pytest.mark.parametrize("model", [None, "hf:default"], ids=["default (native backend)", "hf backend"])
+def test_embedded_answers_are_bit_identical(recorder, golden, model):
+    """The default (segr1's own forward pass, segr1.policies.native) and transformers both give the answers
+    recorded with transformers."""
+    got = recorder.record(model)
     assert set(got["runs"]) == {name for name, _ in recorder.RUNS}
     for name, answers in golden["runs"].items():
         assert got["runs"][name] == answers, f"{name}: the embedded policy's answers changed"

@@ -289,8 +289,10 @@ def test_load_policy_default_works(caplog):
 
 
 def test_parse_policy_spec(tiny_dir):
-    assert parse_policy_spec(None) == ("hf", None)
-    assert parse_policy_spec("default") == ("hf", None)
+    assert parse_policy_spec(None) == ("auto", None)
+    assert parse_policy_spec("default") == ("auto", None)
+    assert parse_policy_spec("hf:default") == ("hf", None)
+    assert parse_policy_spec("native:default") == ("native", None)
     assert parse_policy_spec("geshang/Seg-R1-7B") == ("hf", "geshang/Seg-R1-7B")
     assert parse_policy_spec("hf:Qwen/Qwen2.5-VL-7B-Instruct") == ("hf", "Qwen/Qwen2.5-VL-7B-Instruct")
     assert parse_policy_spec("vllm:geshang/Seg-R1-7B") == ("vllm", "geshang/Seg-R1-7B")

@@ -47,28 +47,46 @@ def test_intra_op_threads_restores_the_setting():
         assert torch.get_num_threads() == before
 
 
-def test_embedded_policy_generates_with_one_thread_and_keeps_its_answers():
+@pytest.mark.parametrize("spec", [None, "hf:default"], ids=["default (native)", "hf"])
+def test_embedded_policy_generates_with_one_thread_and_keeps_its_answers(spec):
     from PIL import Image
 
     from segr1.geometry import resize_to_frame
     from segr1.policies import load_policy
     from segr1.prompts import build_instruction
 
-    policy = load_policy(None, device="cpu")
+    policy = load_policy(spec, device="cpu")
     assert policy.cpu_threads == 1
+    assert policy.name.startswith("native:" if spec is None else "hf:")
     seen = []
-    generate = policy.model.generate
+    owner, attribute = (policy.model, "decoder" if spec is None else "generate")
+    inner = getattr(owner, attribute)
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return generate(*args, **kwargs)
+        return inner(*args, **kwargs)
 
-    policy.model.generate = spy
+    setattr(owner, attribute, spy)
     image = resize_to_frame(Image.open(REPO / "examples" / "salient-0.png").convert("RGB"), 224)
     before = torch.get_num_threads()
     (answer,) = policy.generate([image], [build_instruction("foreground", None, 224)], max_new_tokens=64)
-    assert seen == [1] and torch.get_num_threads() == before
+    assert seen and set(seen) == {1} and torch.get_num_threads() == before
     assert answer[0].startswith("<think>")
+
+
+def test_the_default_policy_does_not_import_transformers():
+    """The embedded default answers without importing transformers (its import is most of the start-up)."""
+    code = (
+        "import sys; from PIL import Image; from segr1.policies import load_policy; "
+        "from segr1.prompts import build_instruction; p = load_policy(None, device='cpu'); "
+        "out = p.generate([Image.new('RGB', (224, 224))], [build_instruction('foreground', None, 224)], "
+        "max_new_tokens=8); "
+        "print(p.name.split(':')[0], 'transformers' in sys.modules, 'torchvision' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert run.stdout.split() == ["native", "False", "False"], run.stdout + run.stderr
 
 
 def test_grabcut_worker_starts_when_the_segmenter_is_built():
@@ -107,4 +125,6 @@ def test_startup_benchmark_prints_the_split():
         check=True,
         timeout=300,
     ).stdout
-    assert "| median |" in out and "beyond torch" in out and "answer (all runs identical)" in out
+    assert "| default | median |" in out and "| hf:default | median |" in out and "beyond torch" in out
+    assert "transformers imported: no" in out and "answer (all runs identical)" in out
+    assert "the models' answers DIFFER" not in out

@@ -3,8 +3,12 @@
 A :class:`Policy` is anything with a ``name`` and a ``generate`` method; :func:`load_policy` builds one from a
 spec string, importing the heavy backend only when asked for:
 
-* ``None`` / ``"default"`` -> the embedded default (see :data:`DEFAULT_POLICY_DESCRIPTION`), ``hf`` backend;
+* ``None`` / ``"default"`` -> the embedded default (see :data:`DEFAULT_POLICY_DESCRIPTION`) on the ``native``
+  backend (:class:`segr1.policies.native.NativePolicy`: segr1's own forward pass, no transformers import, the
+  same greedy answers) when it can run it (CPU, float32, its options), else on ``hf``; ``"hf:default"`` /
+  ``"native:default"`` pick the backend;
 * ``"hf:<hub id|folder>"`` or a bare hub id / folder -> :class:`segr1.policies.hf.HFPolicy` (transformers);
+* ``"native:<folder>"`` -> :class:`segr1.policies.native.NativePolicy` (a small local Qwen2.5-VL folder, CPU);
 * ``"vllm:<hub id|folder>"`` -> :class:`segr1.policies.vllm_backend.VLLMPolicy` (extra ``segr1[vllm]``).
 
 Backends may also expose ``frame: int | None``: the square model frame the checkpoint was trained at, when
@@ -47,7 +51,7 @@ DEFAULT_POLICY_DESCRIPTION = (
 #: Small JSON file segr1 keeps next to a checkpoint: {"frame": int, "trained": bool, "description": str, ...}.
 POLICY_METADATA_FILE = "segr1_policy.json"
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "native", "vllm")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -163,18 +167,19 @@ def default_policy_path() -> Path:
 
 
 def parse_policy_spec(spec: str | None) -> tuple[str, str | None]:
-    """``spec`` -> ``(backend, source)``; ``source`` None means the embedded default. Raises ValueError."""
+    """``spec`` -> ``(backend, source)``; ``source`` None means the embedded default, backend ``"auto"`` that
+    :func:`load_policy` picks ``native`` or ``hf`` for it. Raises ValueError."""
     if spec is not None and not isinstance(spec, str):
         raise TypeError(f"policy spec must be a str or None, got {type(spec).__name__}")
     if spec is None or spec.strip() in ("", "default"):
-        return "hf", None
+        return "auto", None
     spec = spec.strip()
     backend, sep, rest = spec.partition(":")
     if sep and len(backend) > 1:  # a one-letter prefix is a Windows drive, not a backend
         if backend not in BACKENDS:
             raise ValueError(
-                f"unknown policy backend {backend!r} in {spec!r}; use 'hf:<id|folder>', 'vllm:<id|folder>' "
-                "or a bare hub id / folder"
+                f"unknown policy backend {backend!r} in {spec!r}; use 'hf:<id|folder>', 'native:<folder>', "
+                "'vllm:<id|folder>' or a bare hub id / folder"
             )
         source = rest.strip()
         if not source:
@@ -204,6 +209,17 @@ def load_policy(
     backend, source = parse_policy_spec(spec)
     if source is None:
         source = str(default_policy_path())
+    if backend == "auto":  # the embedded default: segr1's own forward pass when it can run it
+        from segr1.policies.native import native_unsupported
+
+        reason = native_unsupported(source, device, dtype, options)
+        if reason is not None:
+            logger.info("embedded policy on the hf backend: %s", reason)
+        backend = "hf" if reason else "native"
+    if backend == "native":
+        from segr1.policies.native import NativePolicy
+
+        return NativePolicy(source, device=device, dtype=dtype, **options)
     if backend == "hf":
         from segr1.policies.hf import HFPolicy
 
