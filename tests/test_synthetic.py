@@ -255,3 +255,20 @@ def test_silhouette_is_a_light_flat_object_on_a_dark_flat_background():
         assert fg.std() < 15 and bg.std() < 15  # flat: grain, noise and a soft illumination ramp only
         assert s.meta["fg_texture"] == s.meta["bg_texture"] == "flat"
         assert s.meta["box"] == _box_of(s.mask)
+
+
+def test_referring_colour_names_the_target_by_its_colour_only():
+    from segr1.data.synthetic import COLOURS, CURRICULUM_COLOURS
+
+    for i in range(40):
+        s = scene_at("referring-colour", 4, i, min_size=16 if i % 5 == 0 else 160, max_size=320)
+        target, other = s.meta["objects"]
+        words = s.text.split()
+        assert words[0] == "the" and words[1] == target["colour"] and words[2] in ("object", "shape", "one")
+        assert target["shape"] == other["shape"] and target["colour"] != other["colour"]
+        assert {target["colour"], other["colour"]} <= set(CURRICULUM_COLOURS)
+        mean = s.image[s.mask].astype(float).mean(axis=0)
+        nearest = min(COLOURS, key=lambda c: np.linalg.norm(np.array(COLOURS[c]) - mean))
+        assert nearest == target["colour"], (i, nearest, target)
+        background = ~s.mask & (np.abs(s.image.astype(float) - mean).sum(axis=2) > 150)
+        assert s.image[background].astype(float).mean() < 120  # the rest is the dark background + the other

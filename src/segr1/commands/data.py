@@ -23,6 +23,7 @@ KINDS = (
     "camouflaged",
     "referring",
     "silhouette",
+    "referring-colour",
     "salient-hard",
     "camouflaged-hard",
     "referring-seen",

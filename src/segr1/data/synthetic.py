@@ -15,6 +15,10 @@ foreground if and only if it was painted by the (target) object.
 - ``referring``: 2-4 non-overlapping objects of named shapes and colours on a muted background; the text
   names exactly one of them ("the blue star on the left", "the large red circle", "the triangle"); the
   mask is that object only.
+- ``referring-colour``: the referring counterpart of ``silhouette``: two flat objects of the same shape in two
+  well-separated colours on a dark, flat background, and the phrase names the target by its colour only
+  ("the red object"). Telling them apart needs one word bound to one colour and nothing else: a curriculum
+  family for grounding a phrase (docs/results_multitask.md).
 
 Shapes: ellipses, polygons, stars, radial blobs, rectangles, crosses and (occasionally) rings with a hole.
 Textures: flat, smooth noise, stripes, gradients, checkers, plus grain and a soft illumination gradient.
@@ -40,8 +44,22 @@ from segr1.data.synthetic_hard import HARD_KIND_CODES, HARD_KINDS, task_of_kind
 
 logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("salient", "camouflaged", "referring", "silhouette", *HARD_KINDS)
-_KIND_CODE = {"salient": 11, "camouflaged": 23, "referring": 37, "silhouette": 41, **HARD_KIND_CODES}
+KINDS: tuple[str, ...] = (
+    "salient",
+    "camouflaged",
+    "referring",
+    "silhouette",
+    "referring-colour",
+    *HARD_KINDS,
+)
+_KIND_CODE = {
+    "salient": 11,
+    "camouflaged": 23,
+    "referring": 37,
+    "silhouette": 41,
+    "referring-colour": 43,
+    **HARD_KIND_CODES,
+}
 FG_SHAPES: tuple[str, ...] = ("ellipse", "polygon", "star", "blob", "rectangle", "cross", "ring")
 _FG_SHAPE_P = np.array([0.2, 0.18, 0.14, 0.24, 0.12, 0.06, 0.06])
 TEXTURES: tuple[str, ...] = ("flat", "noise", "stripes", "gradient", "checker")
@@ -192,6 +210,8 @@ def generate_scene(
     w, h = _draw_size(rng, size, min_size, max_size)
     if kind == "referring":
         scene = _referring_scene(rng, w, h)
+    elif kind == "referring-colour":
+        scene = _colour_scene(rng, w, h)
     elif kind in HARD_KINDS:
         from segr1.data.synthetic_hard import generate_hard
 
@@ -548,6 +568,47 @@ def _unique_phrase(rng: np.random.Generator, objs: list[_Obj], w: int, h: int) -
     if all(t.cy - margin_y > o.cy for o in others):
         options.append("the lowest object")
     return str(rng.choice(options))
+
+
+#: Colours of the ``referring-colour`` family: pairwise far apart, all far from its dark background.
+CURRICULUM_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white")
+
+
+def _colour_scene(rng: np.random.Generator, w: int, h: int) -> Scene:
+    """Two flat objects of one shape and two colours on a dark flat background; the text names objs[0]'s colour."""
+    shape = str(rng.choice(REF_SHAPES))
+    first, second = (str(c) for c in rng.choice(CURRICULUM_COLOURS, 2, replace=False))
+    objs: list[_Obj] = []
+    for colour in (first, second):
+        r = max(3.0, min(w, h) * rng.uniform(0.12, 0.2))
+        spot = _place(rng, objs, r, w, h, (0, 0, 1, 1))
+        if spot is None:  # no room: shrink until it fits (two small objects always fit in 16 x 16)
+            r = max(3.0, min(w, h) * 0.1)
+            spot = _place(rng, objs, r, w, h, (0, 0, 1, 1)) or (
+                (w * 0.25, h * 0.5) if not objs else (w * 0.75, h * 0.5)
+            )
+        objs.append(_Obj(shape, colour, spot[0], spot[1], r))
+    dark = rng.uniform(5, 50)
+    img = np.full((h, w, 3), dark, dtype=np.float32)
+    masks, described = [], []
+    for obj in objs:
+        m = _rasterise(_shape_outline(obj.shape, rng), obj.cx, obj.cy, obj.r, h, w)
+        m &= ~np.any(masks, axis=0) if masks else m  # the target keeps its pixels where shapes touch
+        img[m] = np.array(COLOURS[obj.colour], dtype=np.float32)
+        masks.append(m)
+        described.append(
+            {
+                "shape": obj.shape,
+                "colour": obj.colour,
+                "centre": [round(obj.cx, 2), round(obj.cy, 2)],
+                "radius": round(obj.r, 2),
+                "box": _box(m) if m.any() else None,
+                "area": int(m.sum()),
+            }
+        )
+    phrase = f"the {first} {rng.choice(['object', 'shape', 'one'])}"
+    meta = {"objects": described, "target": 0, "bg_texture": "flat"}
+    return Scene(_finish(img, rng), masks[0], phrase, meta)
 
 
 def _referring_scene(rng: np.random.Generator, w: int, h: int) -> Scene:
