@@ -570,6 +570,18 @@ def _unique_phrase(rng: np.random.Generator, objs: list[_Obj], w: int, h: int) -
     return str(rng.choice(options))
 
 
+def _describe(obj: _Obj, mask: np.ndarray, box: Any) -> dict[str, Any]:
+    """One object of a referring scene as its ``meta["objects"]`` entry."""
+    return {
+        "shape": obj.shape,
+        "colour": obj.colour,
+        "centre": [round(obj.cx, 2), round(obj.cy, 2)],
+        "radius": round(obj.r, 2),
+        "box": box,
+        "area": int(mask.sum()),
+    }
+
+
 #: Colours of the ``referring-colour`` family: pairwise far apart, all far from its dark background.
 CURRICULUM_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white")
 
@@ -596,16 +608,7 @@ def _colour_scene(rng: np.random.Generator, w: int, h: int) -> Scene:
         m &= ~np.any(masks, axis=0) if masks else m  # the target keeps its pixels where shapes touch
         img[m] = np.array(COLOURS[obj.colour], dtype=np.float32)
         masks.append(m)
-        described.append(
-            {
-                "shape": obj.shape,
-                "colour": obj.colour,
-                "centre": [round(obj.cx, 2), round(obj.cy, 2)],
-                "radius": round(obj.r, 2),
-                "box": _box(m) if m.any() else None,
-                "area": int(m.sum()),
-            }
-        )
+        described.append(_describe(obj, m, _box(m) if m.any() else None))
     phrase = f"the {first} {rng.choice(['object', 'shape', 'one'])}"
     meta = {"objects": described, "target": 0, "bg_texture": "flat"}
     return Scene(_finish(img, rng), masks[0], phrase, meta)
@@ -642,15 +645,6 @@ def _referring_scene(rng: np.random.Generator, w: int, h: int) -> Scene:
         crop = m[y0:y1, x0:x1]
         img[y0:y1, x0:x1][crop] = _render_texture(spec, y1 - y0, x1 - x0, rng)[crop]
         masks.append(m)
-        described.append(
-            {
-                "shape": obj.shape,
-                "colour": obj.colour,
-                "centre": [round(obj.cx, 2), round(obj.cy, 2)],
-                "radius": round(obj.r, 2),
-                "box": box,
-                "area": int(m.sum()),
-            }
-        )
+        described.append(_describe(obj, m, box))
     meta = {"objects": described, "target": 0, "bg_texture": bg["family"]}
     return Scene(_finish(img, rng), masks[0], phrase, meta)

@@ -90,6 +90,30 @@ class Generation:
     truncated: list[list[bool]]
 
 
+class DetailedPolicy:
+    """Base of the backends that implement ``generate_detailed``: ``generate`` is its texts."""
+
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        instructions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        system: str | None = None,
+    ) -> list[list[str]]:
+        """Completions for each (image, instruction) pair.
+
+        ``images``: PIL images already resized to the model frame (coordinates in the answers are in that
+        frame). Returns ``len(images)`` lists of ``num_samples`` strings (only the new tokens, special tokens
+        removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
+        ``temperature > 0`` samples with the backend's ``top_p``/``top_k``.
+        """
+        return self.generate_detailed(  # type: ignore[attr-defined]
+            images, instructions, num_samples, temperature, max_new_tokens, system
+        ).texts
+
+
 def generate_with_info(
     policy: Any, images: Sequence[Image.Image], instructions: Sequence[str], **kwargs: Any
 ) -> Generation:
@@ -239,6 +263,7 @@ def load_policy(
 __all__ = [
     "BACKENDS",
     "DEFAULT_POLICY_DESCRIPTION",
+    "DetailedPolicy",
     "POLICY_METADATA_FILE",
     "Generation",
     "SHIPPED_POLICY_DIR",

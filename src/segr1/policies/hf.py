@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segr1.policies import Generation, policy_metadata
+from segr1.policies import DetailedPolicy, Generation, policy_metadata
 from segr1.policies.fast import FastGeneration, StaticCachePool, bucket_size, compile_kwargs
 from segr1.prompts import build_messages
 
@@ -116,7 +116,7 @@ def _as_rgb(image: Any, index: int) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-class HFPolicy:
+class HFPolicy(DetailedPolicy):
     """A Qwen-VL policy on transformers.
 
     ``model``: hub id (``"geshang/Seg-R1-7B"``) or local checkpoint folder. ``device``: ``"cuda"``,
@@ -267,26 +267,6 @@ class HFPolicy:
         )
         # Sampling is set per call; drop the checkpoint's sampling defaults so greedy calls do not warn.
         base.do_sample, base.temperature, base.top_p, base.top_k = False, None, None, None
-
-    def generate(
-        self,
-        images: Sequence[Image.Image],
-        instructions: Sequence[str],
-        num_samples: int = 1,
-        temperature: float = 0.0,
-        max_new_tokens: int = 256,
-        system: str | None = None,
-    ) -> list[list[str]]:
-        """Completions for each (image, instruction) pair.
-
-        ``images``: PIL images already resized to the model frame (coordinates in the answers are in that
-        frame). Returns ``len(images)`` lists of ``num_samples`` strings (only the new tokens, special tokens
-        removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
-        ``temperature > 0`` samples with ``top_p``/``top_k``.
-        """
-        return self.generate_detailed(
-            images, instructions, num_samples, temperature, max_new_tokens, system
-        ).texts
 
     def generate_detailed(
         self,

@@ -51,15 +51,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from segr1.policies import Generation, policy_metadata
+from segr1.devices import SMALL_MODEL_PARAMS
+from segr1.policies import DetailedPolicy, Generation, policy_metadata
 from segr1.prompts import build_messages
 
 logger = logging.getLogger(__name__)
 
 #: Options of :class:`NativePolicy` besides the model folder (anything else goes to the ``hf`` backend).
 NATIVE_OPTIONS = ("min_pixels", "max_pixels", "top_p", "top_k", "repetition_penalty", "max_batch_size")
-#: Largest model (parameters) the default spec runs natively; bigger ones load with transformers.
-NATIVE_MAX_PARAMS = 50_000_000
 MAX_ASPECT_RATIO = 200  # Qwen's smart_resize refuses more extreme images
 
 _WEIGHTS = "model.safetensors"
@@ -497,10 +496,12 @@ class _Model:
         return x[None]
 
 
-def _eos_ids(folder: Path, tokenizer: Any) -> list[int]:
-    ids: Any = None
-    if (folder / "generation_config.json").is_file():
-        ids = _read_json(folder / "generation_config.json").get("eos_token_id")
+def _generation_settings(folder: Path, tokenizer: Any) -> tuple[list[int], float]:
+    """(end-of-sequence ids, repetition penalty) from generation_config.json (eos falls back to the tokenizer's)."""
+    gen = (
+        _read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
+    )
+    ids: Any = gen.get("eos_token_id")
     if ids is None and (folder / "tokenizer_config.json").is_file():
         token = _read_json(folder / "tokenizer_config.json").get("eos_token")
         token = token.get("content") if isinstance(token, dict) else token
@@ -510,15 +511,9 @@ def _eos_ids(folder: Path, tokenizer: Any) -> list[int]:
     ids = [ids] if isinstance(ids, int) else list(ids)
     if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
         raise NativeUnsupported(f"bad eos_token_id {ids!r}")
-    return ids
-
-
-def _repetition_penalty(folder: Path) -> float:
-    if (folder / "generation_config.json").is_file():
-        value = _read_json(folder / "generation_config.json").get("repetition_penalty")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-    return 1.0
+    penalty = gen.get("repetition_penalty")
+    ok = isinstance(penalty, (int, float)) and not isinstance(penalty, bool) and penalty > 0
+    return ids, float(penalty) if ok else 1.0
 
 
 def native_unsupported(
@@ -527,7 +522,7 @@ def native_unsupported(
     """Why ``source`` (with these arguments) is not served by the native backend, or None when it is.
 
     Cheap: reads ``config.json`` only. The reasons: not a local folder, not Qwen2.5-VL, too large
-    (:data:`NATIVE_MAX_PARAMS`, estimated from the weight file's size), a device other than the CPU, a dtype
+    (:data:`SMALL_MODEL_PARAMS`, estimated from the weight file's size), a device other than the CPU, a dtype
     other than float32, or an option the backend does not have (:data:`NATIVE_OPTIONS`).
     """
     folder = Path(source).expanduser()
@@ -549,12 +544,12 @@ def native_unsupported(
     weights = folder / _WEIGHTS
     if not weights.is_file():
         return f"no {_WEIGHTS}"
-    if weights.stat().st_size > NATIVE_MAX_PARAMS * 4:
+    if weights.stat().st_size > SMALL_MODEL_PARAMS * 4:
         return "a model above the native backend's size limit"
     return None
 
 
-class NativePolicy:
+class NativePolicy(DetailedPolicy):
     """A small Qwen2.5-VL checkpoint folder run by segr1's own forward pass on the CPU (module docstring).
 
     Same constructor options as :class:`segr1.policies.hf.HFPolicy` where they apply (``min_pixels``,
@@ -602,9 +597,9 @@ class NativePolicy:
         self.image_token = self.tokenizer.id_to_token(cfg.image_token_id)
         if self.image_token is None:
             raise NativeUnsupported(f"image_token_id {cfg.image_token_id} is not in the tokenizer")
-        self.eos_token_ids = _eos_ids(folder, self.tokenizer)
+        self.eos_token_ids, recorded_penalty = _generation_settings(folder, self.tokenizer)
         self.repetition_penalty = (
-            float(repetition_penalty) if repetition_penalty is not None else _repetition_penalty(folder)
+            float(repetition_penalty) if repetition_penalty is not None else recorded_penalty
         )
         self.top_p, self.top_k = float(top_p), int(top_k)
         self.max_batch_size = max_batch_size
@@ -631,20 +626,6 @@ class NativePolicy:
             )
         text = text.replace(self.image_token, self.image_token * n_tokens)
         return self.tokenizer.encode(text).ids, patches, grid
-
-    def generate(
-        self,
-        images: Sequence[Image.Image],
-        instructions: Sequence[str],
-        num_samples: int = 1,
-        temperature: float = 0.0,
-        max_new_tokens: int = 256,
-        system: str | None = None,
-    ) -> list[list[str]]:
-        """Completions for each (image, instruction) pair; see :meth:`segr1.policies.hf.HFPolicy.generate`."""
-        return self.generate_detailed(
-            images, instructions, num_samples, temperature, max_new_tokens, system
-        ).texts
 
     def generate_detailed(
         self,

@@ -16,14 +16,14 @@ from typing import Any
 
 from PIL import Image
 
-from segr1.policies import Generation, policy_metadata
+from segr1.policies import DetailedPolicy, Generation, policy_metadata
 from segr1.policies.hf import _as_rgb, check_generate_args
 from segr1.prompts import build_messages
 
 logger = logging.getLogger(__name__)
 
 
-class VLLMPolicy:
+class VLLMPolicy(DetailedPolicy):
     """A Qwen-VL policy on vLLM. ``model``: hub id or local folder; ``dtype``: vLLM dtype name (default
     ``"auto"``); ``min_pixels``/``max_pixels``: image-processor limits (as for ``hf``); ``repetition_penalty``:
     None keeps the checkpoint's (`checkpoint_repetition_penalty`); ``llm_kwargs`` go to ``vllm.LLM`` (e.g.
@@ -78,20 +78,6 @@ class VLLMPolicy:
             seed=seed,
             **llm_kwargs,
         )
-
-    def generate(
-        self,
-        images: Sequence[Image.Image],
-        instructions: Sequence[str],
-        num_samples: int = 1,
-        temperature: float = 0.0,
-        max_new_tokens: int = 256,
-        system: str | None = None,
-    ) -> list[list[str]]:
-        """Same contract as :meth:`segr1.policies.hf.HFPolicy.generate`."""
-        return self.generate_detailed(
-            images, instructions, num_samples, temperature, max_new_tokens, system
-        ).texts
 
     def generate_detailed(
         self,
