@@ -52,7 +52,14 @@ def _pipeline(folder: str, batch_size: int, task: str = "foreground"):
 
 
 def shuffled_loss(
-    pipe, images, masks, think: str, batch: int, texts: list | None = None, point_mode: str = "interior"
+    pipe,
+    images,
+    masks,
+    think: str,
+    batch: int,
+    texts: list | None = None,
+    point_mode: str = "interior",
+    metas: list | None = None,
 ) -> dict[str, float]:
     """Mean per-token answer loss with the own image and with another scene's image; for scenes with a text
     (referring / reasoning), also with the own image and another scene's text (``loss_shuffled_text``,
@@ -60,23 +67,24 @@ def shuffled_loss(
     import torch
     from PIL import Image
 
-    from segr1.data.trl import sft_target
+    from segr1.data.trl import SCENE_THINK, SCENE_THINK_FALLBACK, scene_think, sft_target
     from segr1.geometry import resize_to_frame
-    from segr1.prompts import build_messages
 
     policy, frame = pipe.policy, pipe.frame
     model, processor = policy.model, policy.processor
     texts = list(texts) if texts is not None else [None] * len(images)
     frames = [resize_to_frame(Image.fromarray(im), frame) for im in images]
-    targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=think, point_mode=point_mode)
-               for i, m in enumerate(masks)]  # fmt: skip
+    metas = list(metas) if metas is not None else [None] * len(images)
+    thinks = [(scene_think(meta, frame) if texts[i] else None) or SCENE_THINK_FALLBACK if think == SCENE_THINK
+              else think for i, meta in enumerate(metas)]  # fmt: skip
+    targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=t, point_mode=point_mode)
+               for i, (m, t) in enumerate(zip(masks, thinks, strict=True))]  # fmt: skip
     end = processor.tokenizer.eos_token or ""
 
     def prompt(image, text) -> str:
         user = pipe.style.user(pipe.task, text, frame=frame, stage=pipe.stage)
-        return processor.apply_chat_template(
-            build_messages(image, user, pipe.system_for(user)), add_generation_prompt=True, tokenize=False
-        )
+        messages = pipe.style.messages(image, user, pipe.system_for(user), stage=pipe.stage)
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def mean_loss(shown: list, shown_texts: list) -> float:
         per_scene = []
@@ -117,25 +125,39 @@ def shuffled_loss(
     return out
 
 
-def greedy_boxes(pipe, images, masks, texts: list | None = None) -> dict[str, float]:
+def greedy_boxes(
+    pipe, images, masks, texts: list | None = None, metas: list | None = None
+) -> dict[str, float]:
+    """Greedy answers' box IoU with the target, a fixed box's, the distinct boxes; for scenes whose metadata lists
+    the objects and the target (`segr1 data synth`), ``named``: the share of answers whose box overlaps the
+    target more than every other object (a text-blind policy that boxes one object gets 1 / objects)."""
     from segr1.geometry import box_iou, mask_to_box
 
     results = pipe(list(images), texts=texts) if texts is not None and any(texts) else pipe(list(images))
-    ious, fixed, boxes = [], [], set()
-    for res, gt in zip(results, masks, strict=True):
+    metas = list(metas) if metas is not None else [None] * len(results)
+    ious, fixed, boxes, named = [], [], set(), []
+    for res, gt, meta in zip(results, masks, metas, strict=True):
         h, w = gt.shape
         g = mask_to_box(gt)
         b = res.prompt.boxes[0] if len(res.prompt.boxes) else None
         ious.append(box_iou(b, g))
+        objects, target = (meta or {}).get("objects"), (meta or {}).get("target")
+        if isinstance(objects, list) and len(objects) > 1 and isinstance(target, int):
+            overlaps = [box_iou(b, o["box"]) if b is not None else 0.0 for o in objects]
+            others = max(v for k, v in enumerate(overlaps) if k != target)
+            named.append(overlaps[target] > others)
         m = FIXED_MARGIN
         fixed.append(box_iou([m * w, m * h, (1 - m) * w, (1 - m) * h], g))
         if len(res.prompt_model_frame.boxes):
             boxes.add(tuple(int(v) for v in res.prompt_model_frame.boxes[0]))
-    return {
+    out = {
         "box_iou": float(np.mean(ious)),
         "fixed_box_iou": float(np.mean(fixed)),
         "distinct_boxes": len(boxes),
     }
+    if named:
+        out["named"] = float(np.mean(named))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", action="append", required=True, help="NAME=FOLDER (repeatable)")
     ap.add_argument("--test", action="append", required=True, help="FAMILY=FOLDER with images/ and masks/")
     ap.add_argument("--n", type=int, default=128, help="scenes per family (first N by name)")
-    ap.add_argument("--think", default="object", help="think text of the teacher-forced targets")
+    ap.add_argument("--think", default="object",
+                    help="think text of the teacher-forced targets ('scene': each scene's object list)")  # fmt: skip
     ap.add_argument("--point-mode", default="interior", choices=("interior", "random"),
                     help="foreground point of the teacher-forced targets (the embedded SFT's: interior)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=16)
@@ -161,40 +184,43 @@ def main(argv: list[str] | None = None) -> int:
             files = [Path(s.image) for s in samples]
             masks = [Path(s.mask) for s in samples]
             task, texts = samples[0].task if samples else "foreground", [s.text for s in samples]
+            metas = [s.meta for s in samples]
         else:
             files = sorted((Path(folder) / "images").glob("*.png"))[: args.n]
             masks = [Path(folder) / "masks" / f.name for f in files]
             task, texts = "foreground", [None] * len(files)
+            metas = [None] * len(files)
         if not files:
             raise SystemExit(f"--test {spec}: no images under {folder}/images")
-        families[name] = ([read_image(f) for f in files], [read_mask(m) for m in masks], task, texts)
+        families[name] = ([read_image(f) for f in files], [read_mask(m) for m in masks], task, texts, metas)
     rows = []
     for spec in args.policy:
         label, _, folder = spec.partition("=")
         pipes = {}
-        for fam, (images, masks, task, texts) in families.items():
+        for fam, (images, masks, task, texts, metas) in families.items():
             if task not in pipes:
                 pipes[task] = _pipeline(folder, args.batch_size, task)
             pipe = pipes[task]
             row = {"policy": label, "family": fam, "n": len(images)}
             row.update(
-                shuffled_loss(pipe, images, masks, args.think, args.batch_size, texts, args.point_mode)
+                shuffled_loss(pipe, images, masks, args.think, args.batch_size, texts, args.point_mode, metas)
             )
-            row.update(greedy_boxes(pipe, images, masks, texts))
+            row.update(greedy_boxes(pipe, images, masks, texts, metas))
             print(json.dumps(row), flush=True)
             rows.append(row)
     print()
     print(
         "| policy | family | loss, own image | loss, shuffled image | gain | loss, shuffled text | text gain "
-        "| greedy box IoU | fixed box IoU | distinct boxes |"
+        "| greedy box IoU | fixed box IoU | distinct boxes | named object boxed |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         text = f"{r['loss_shuffled_text']:.4f} | {r['text_gain']:+.4f}" if "text_gain" in r else "n/a | n/a"
+        named = f"{r['named']:.3f}" if "named" in r else "n/a"
         print(
             f"| {r['policy']} | {r['family']} | {r['loss_own_image']:.4f} | {r['loss_shuffled_image']:.4f} | "
             f"{r['gain']:+.4f} | {text} | {r['box_iou']:.3f} | {r['fixed_box_iou']:.3f} | "
-            f"{r['distinct_boxes']} / {r['n']} |"
+            f"{r['distinct_boxes']} / {r['n']} | {named} |"
         )
     return 0
 

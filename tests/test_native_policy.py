@@ -76,31 +76,35 @@ def _images(size: tuple[int, int], n: int = 3) -> list[Image.Image]:
     return out
 
 
-def _hf_inputs(hf, image, instruction, system=None):
+def _hf_inputs(hf, image, instruction, system=None, image_first=True):
     text = hf.processor.apply_chat_template(
-        build_messages(image, instruction, system), add_generation_prompt=True, tokenize=False
+        build_messages(image, instruction, system, image_first=image_first),
+        add_generation_prompt=True,
+        tokenize=False,
     )
     return hf.processor(text=[text], images=[image], return_tensors="pt")
 
 
+@pytest.mark.parametrize("image_first", [True, False], ids=["image-first", "text-first"])
 @pytest.mark.parametrize("system", [None, "You find objects."])
-def test_prompt_ids_and_patches_match_the_processor(pair, system):
+def test_prompt_ids_and_patches_match_the_processor(pair, system, image_first):
     native, hf, size = pair
     image = _images(size, 1)[0]
     instruction = prompts.build_instruction("referring", "the red square", frame=224)
-    ids, patches, grid = native.prompt_ids(image, instruction, system)
-    inputs = _hf_inputs(hf, image, instruction, system)
+    ids, patches, grid = native.prompt_ids(image, instruction, system, image_first)
+    inputs = _hf_inputs(hf, image, instruction, system, image_first)
     assert ids == inputs["input_ids"][0].tolist()
     assert list(grid) == inputs["image_grid_thw"][0].tolist()
     torch.testing.assert_close(patches, inputs["pixel_values"], atol=1e-5, rtol=0)
 
 
-def test_image_features_and_logits_match_transformers(pair):
+@pytest.mark.parametrize("image_first", [True, False], ids=["image-first", "text-first"])
+def test_image_features_and_logits_match_transformers(pair, image_first):
     native, hf, size = pair
     image = _images(size, 1)[0]
     instruction = prompts.build_instruction("foreground", frame=224)
-    inputs = _hf_inputs(hf, image, instruction)
-    ids, patches, grid = native.prompt_ids(image, instruction)
+    inputs = _hf_inputs(hf, image, instruction, image_first=image_first)
+    ids, patches, grid = native.prompt_ids(image, instruction, image_first=image_first)
     with torch.no_grad():
         want_features = hf.model.model.get_image_features(
             inputs["pixel_values"], inputs["image_grid_thw"]
@@ -113,13 +117,14 @@ def test_image_features_and_logits_match_transformers(pair):
     torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_greedy_answers_and_truncation_match_transformers(pair):
+@pytest.mark.parametrize("image_first", [True, False], ids=["image-first", "text-first"])
+def test_greedy_answers_and_truncation_match_transformers(pair, image_first):
     native, hf, size = pair
     images = _images(size)
     instructions = [prompts.build_instruction("foreground", frame=224)] * len(images)
     for budget in (3, 24):
-        got = native.generate_detailed(images, instructions, max_new_tokens=budget)
-        want = hf.generate_detailed(images, instructions, max_new_tokens=budget)
+        got = native.generate_detailed(images, instructions, max_new_tokens=budget, image_first=image_first)
+        want = hf.generate_detailed(images, instructions, max_new_tokens=budget, image_first=image_first)
         assert got.texts == want.texts
         assert got.truncated == want.truncated
 

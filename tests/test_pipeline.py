@@ -318,3 +318,23 @@ def test_system_prompt_follows_the_checkpoint_record():
     )
     assert SegR1Pipeline(Recorded({"system_prompt": None}), seg, system="Explicit.").system == "Explicit."
     assert recorded_system_prompt(None) is None
+
+
+def test_a_text_first_style_asks_the_policy_for_the_text_before_the_image():
+    """The pipeline passes ``image_first=False`` only for a text-first style; policies that do not take the
+    keyword (every fake above) keep working with the image-first styles."""
+    from segr1.segmenters.grabcut import GrabCutSegmenter
+
+    class OrderPolicy(FixedPolicy):
+        def generate(self, images, instructions, num_samples=1, temperature=0.0, max_new_tokens=256,
+                     system=None, **order):  # fmt: skip
+            self.orders = getattr(self, "orders", []) + [order]
+            return super().generate(images, instructions, num_samples, temperature, max_new_tokens, system)
+
+    scene = red_discs_scene(160, 120, [(60, 60, 20)])[0]
+    answer = "<think>x</think> <bbox>[10,10,100,100]</bbox>, <points>[[50,50]]</points>, <labels>[1]</labels>"
+    for style, want in (("segr1-text-first", {"image_first": False}), ("segr1", {}), ("seg-r1", {})):
+        policy = OrderPolicy(answer)
+        pipe = SegR1Pipeline(policy, GrabCutSegmenter(), task="referring", prompt_style=style)
+        pipe(scene, texts="the red disc")
+        assert policy.orders == [want], style

@@ -422,13 +422,17 @@ def test_segr1_style_is_the_legacy_prompts_module():
         assert style.messages("IMG", "hi", "sys") == prompts.build_messages("IMG", "hi", "sys")
 
 
-def test_inference_messages_put_the_image_first_in_every_style():
-    """The policy backends build messages with prompts.build_messages; every style agrees at eval and demo."""
+def test_inference_messages_match_what_the_policy_backends_build():
+    """The policy backends build messages with prompts.build_messages, in the order the style's ``image_first``
+    says (the pipeline passes it); every style agrees with them at eval and demo."""
     from segr1.prompts import build_messages
 
     for style in STYLES.values():
+        first = getattr(style, "image_first", True)
+        assert first is (style.name != "segr1-text-first")
         for stage in ("eval", "demo"):
-            assert style.messages("IMG", "text", "sys", stage=stage) == build_messages("IMG", "text", "sys")
+            want = build_messages("IMG", "text", "sys", image_first=first)
+            assert style.messages("IMG", "text", "sys", stage=stage) == want
 
 
 @pytest.mark.parametrize("name", list(STYLES))
@@ -500,6 +504,26 @@ GOLDEN_RENDERED: dict[str, str] = {
     "segr1/prerl/eval/None": "d29e5e569de7053e",
     "segr1/prerl/demo/None": "d29e5e569de7053e",
     "segr1/prerl/sft/None": "d29e5e569de7053e",
+    "segr1-text-first/foreground/train/None": "bea66bf9769e47f1",
+    "segr1-text-first/foreground/eval/None": "bea66bf9769e47f1",
+    "segr1-text-first/foreground/demo/None": "bea66bf9769e47f1",
+    "segr1-text-first/foreground/sft/None": "bea66bf9769e47f1",
+    "segr1-text-first/referring/train/None": "995161ce02d8f908",
+    "segr1-text-first/referring/eval/None": "995161ce02d8f908",
+    "segr1-text-first/referring/demo/None": "995161ce02d8f908",
+    "segr1-text-first/referring/sft/None": "995161ce02d8f908",
+    "segr1-text-first/reasoning/train/sentence": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/train/phrase": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/eval/sentence": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/eval/phrase": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/demo/sentence": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/demo/phrase": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/sft/sentence": "09bf86a365cc16e7",
+    "segr1-text-first/reasoning/sft/phrase": "09bf86a365cc16e7",
+    "segr1-text-first/prerl/train/None": "f04ba5861b697d32",
+    "segr1-text-first/prerl/eval/None": "f04ba5861b697d32",
+    "segr1-text-first/prerl/demo/None": "f04ba5861b697d32",
+    "segr1-text-first/prerl/sft/None": "f04ba5861b697d32",
     "seg-r1/foreground/train/None": "a186f0424505b6a8",
     "seg-r1/foreground/eval/None": "71fb16914e1c752e",
     "seg-r1/foreground/demo/None": "71fb16914e1c752e",
@@ -562,3 +586,22 @@ GOLDEN_RENDERED: dict[str, str] = {
     "vision-reasoner/prerl/demo/None": "51c4eee79fe5d8c8",
     "vision-reasoner/prerl/sft/None": "06f02c7d5c462d0f",
 }
+
+
+def test_the_text_first_style_is_segr1_with_the_two_blocks_swapped(processor):
+    """``segr1-text-first`` writes segr1's strings character for character; only the user turn's order differs,
+    and only the order: the image placeholder moves from before the text to after it."""
+    own, text_first = get_style("segr1"), get_style("segr1-text-first")
+    assert text_first.image_first is False and getattr(own, "image_first", True) is True
+    image = "<|vision_start|><|image_pad|><|vision_end|>"
+    for task, stage, kind in {(t, s, k) for _, t, s, k in _cases()}:
+        assert text_first.user(task, "the red one", stage=stage, query_kind=kind) == own.user(
+            task, "the red one", stage=stage, query_kind=kind
+        )
+        assert text_first.system(task, stage) == own.system(task, stage)
+        a = _rendered(processor, "segr1", task, stage, kind)
+        b = _rendered(processor, "segr1-text-first", task, stage, kind)
+        assert a != b and a.count(image) == b.count(image) == 1
+        user = own.user(task, {"referring": "the dog on the left.", "reasoning": "What Holds Water?"}.get(task),
+                        frame=own.frame(task, stage), stage=stage, query_kind=kind)  # fmt: skip
+        assert a.replace(image + user, user + image) == b

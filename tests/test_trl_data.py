@@ -158,3 +158,44 @@ def test_in_memory_images_with_the_same_id_are_not_confused():
     b.id = a.id  # ids are unique per dataset only; two sources may repeat one
     rows = to_grpo_dataset([a, b], frame=28).__getitems__([0, 1])
     assert np.asarray(rows[0]["image"]).tobytes() != np.asarray(rows[1]["image"]).tobytes()
+
+
+def test_scene_think_lists_the_objects_in_reading_order_in_the_model_frame():
+    from segr1.data.trl import scene_think
+
+    meta = {
+        "size": [200, 100],
+        "objects": [
+            {"colour": "green", "shape": "circle", "centre": [150.0, 80.0]},
+            {"colour": "red", "shape": "square", "centre": [50.0, 20.0]},
+            {"colour": "blue", "shape": "star", "centre": [10.0, 80.0]},
+        ],
+    }
+    # x scaled by 224/200, y by 224/100; sorted by y, then x
+    assert scene_think(meta, 224) == " red square 56,45; blue star 11,179; green circle 168,179"
+    # untrusted metadata: anything malformed gives no list (the caller falls back), never an exception
+    for bad in (None, {}, {"size": [0, 10], "objects": meta["objects"]}, {"size": [10, 10], "objects": []},
+                {"size": [10, 10], "objects": [{"colour": "red"}]},
+                {"size": [10, 10], "objects": [{"colour": "red</think>", "shape": "x", "centre": [1, 1]}]},
+                {"size": "big", "objects": meta["objects"]}):  # fmt: skip
+        assert scene_think(bad, 224) is None
+
+
+def test_scene_think_targets_list_text_task_scenes_and_keep_foreground_targets_plain():
+    meta = {"size": [90, 60], "objects": [{"colour": "red", "shape": "square", "centre": [35.0, 25.0]}]}
+    base = _sample(1)
+    referring = Sample(
+        id="r", image=base.image, mask=base.mask, text="the red square", task="referring", meta=meta
+    )
+    foreground = Sample(id="f", image=base.image, mask=base.mask, task="foreground", meta=meta)
+    bare = Sample(id="b", image=base.image, mask=base.mask, text="the red square", task="referring")
+    ds = to_sft_dataset(
+        [referring, foreground, bare], frame=112, system=None, think="scene", n_pos=1, n_neg=0
+    )
+    targets = [row["completion"][0]["content"] for row in ds]
+    assert [t.split("</think>")[0] for t in targets] == [
+        "<think> red square 44,47",
+        "<think>object",
+        "<think>object",
+    ]
+    assert all(parse_answer(t).boxes.shape == (1, 4) for t in targets)

@@ -287,6 +287,8 @@ class SegR1Pipeline:
         systems = [self.system_for(u) for u in instructions]
         answers: list[str] = [""] * len(arrays)
         truncated: list[bool] = [False] * len(arrays)
+        # Only a text-first style passes the order, so policies written for image-first prompts keep working.
+        order = {} if getattr(self.style, "image_first", True) else {"image_first": False}
         t0 = time.perf_counter()
         for system in dict.fromkeys(systems):  # one policy call per distinct system turn, in first-seen order
             idx = [i for i, s in enumerate(systems) if s == system]
@@ -298,6 +300,7 @@ class SegR1Pipeline:
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 system=system,
+                **order,
             )
             if len(got.texts) != len(idx):
                 raise RuntimeError(f"policy returned {len(got.texts)} answers for {len(idx)} images")

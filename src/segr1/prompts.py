@@ -56,7 +56,9 @@ def system_prompt(task: str) -> str | None:
     return None if task == "prerl" else SYSTEM_PROMPT
 
 
-def build_messages(image: Any, instruction: str, system: str | None = None) -> list[dict[str, Any]]:
+def build_messages(
+    image: Any, instruction: str, system: str | None = None, *, image_first: bool = True
+) -> list[dict[str, Any]]:
     """Chat messages for a Qwen-VL processor's ``apply_chat_template``.
 
     ``image``: the PIL.Image already resized to the model frame (or anything the processor accepts as an image,
@@ -66,9 +68,11 @@ def build_messages(image: Any, instruction: str, system: str | None = None) -> l
         [{"role": "system", "content": [{"type": "text", "text": system}]},   # only when system is given
          {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}]}]
 
-    Every prompt style puts the image before the text at inference (``eval`` and ``demo`` stages), so the
-    policy backends build their messages with this function whatever the style.
+    ``image_first=False`` puts the instruction before the image (the ``segr1-text-first`` style, whose
+    ``image_first`` attribute is False); every other style puts the image first at inference (``eval`` and
+    ``demo`` stages). The policy backends build their messages with this function; the pipeline passes
+    ``image_first=False`` to ``generate`` only for a text-first style.
     """
     if not isinstance(instruction, str):
         raise TypeError(f"instruction must be a str; got {type(instruction).__name__}")
-    return chat_messages(image, instruction, system, image_first=True)
+    return chat_messages(image, instruction, system, image_first=image_first)

@@ -66,8 +66,10 @@ class LockedPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        **order: Any,
     ) -> list[list[str]]:
-        """``Policy.generate`` under a lock: images in the model frame -> answers (model frame)."""
+        """``Policy.generate`` under a lock: images in the model frame -> answers (model frame). ``order``:
+        ``image_first=False`` for a text-first style (passed on only when given)."""
         with self._lock:
             return self.policy.generate(
                 images,
@@ -76,6 +78,7 @@ class LockedPolicy:
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
                 system=system,
+                **order,
             )
 
     def generate_detailed(
@@ -86,6 +89,7 @@ class LockedPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        **order: Any,
     ) -> Any:
         """``segr1.policies.generate_with_info`` under the lock (answers and which ones hit the budget)."""
         from segr1.policies import generate_with_info
@@ -99,6 +103,7 @@ class LockedPolicy:
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
                 system=system,
+                **order,
             )
 
 

@@ -157,6 +157,43 @@ def describe_mask(mask: np.ndarray) -> str:
 
 SFT_POINT_MODES = ("random", "interior")
 
+#: ``think`` value of `to_sft_dataset` that lists the scene's objects (`scene_think`).
+SCENE_THINK = "scene"
+#: Think text of the samples `scene_think` has no list for (foreground scenes, records without objects).
+SCENE_THINK_FALLBACK = "object"
+_MAX_SCENE_OBJECTS = 8
+
+
+def scene_think(meta: Any, frame: int) -> str | None:
+    """The ``scene`` think text of a synthetic scene: each object's colour, shape and centre in the model frame,
+    in reading order (top to bottom, then left to right), e.g. ``" red square 121,27; green circle 125,123"``.
+
+    It decomposes a referring answer into two steps the embedded miniature can learn: *name* what is where
+    (read the image into words, one object at a time), then *match* the phrase's words against that list and
+    box the entry it names (a copy from the answer's own text). The leading space makes each colour the same
+    token as in the phrase ("the green shape" -> ``Ġgreen``). ``meta``: a record's ``meta`` with ``size``
+    ``[W, H]`` and ``objects`` (``colour``, ``shape``, ``centre``), as `segr1 data synth` writes; None when it
+    has no such list (bad or missing fields give None too: dataset files are untrusted).
+    """
+    if not isinstance(meta, dict):
+        return None
+    size, objects = meta.get("size"), meta.get("objects")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and isinstance(objects, list) and objects):
+        return None
+    try:
+        w, h = float(size[0]), float(size[1])
+        entries = []
+        for obj in objects[:_MAX_SCENE_OBJECTS]:
+            colour, shape, (cx, cy) = str(obj["colour"]), str(obj["shape"]), obj["centre"]
+            if not (colour.isalpha() and shape.isalpha() and w > 0 and h > 0):
+                return None
+            x = min(max(round(float(cx) * frame / w), 0), frame - 1)
+            y = min(max(round(float(cy) * frame / h), 0), frame - 1)
+            entries.append((y, x, f"{colour} {shape} {x},{y}"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return " " + "; ".join(text for _, _, text in sorted(entries))
+
 
 def sft_target(
     mask: np.ndarray,
@@ -326,9 +363,10 @@ class _Rows:
         assert self.sft is not None
         rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
         mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
+        think = batch["think"][i] if "think" in batch else self.sft["think"]
         if self.format_name == DEFAULT_FORMAT and instances is None:
             return sft_target(mask, frame=frame, rng=rng, n_pos=self.sft["n_pos"], n_neg=self.sft["n_neg"],
-                              points_only=task == "prerl", think=self.sft["think"],
+                              points_only=task == "prerl", think=think,
                               point_mode=self.sft.get("point_mode", "random"))  # fmt: skip
         from segr1.data.sft_objects import object_target
 
@@ -339,7 +377,7 @@ class _Rows:
         else:
             masks = [mask] if mask.any() else []
         return object_target(masks, self.answer_format, frame=frame, rng=rng, n_pos=self.sft["n_pos"],
-                             n_neg=self.sft["n_neg"], think=self.sft["think"])  # fmt: skip
+                             n_neg=self.sft["n_neg"], think=think)  # fmt: skip
 
 
 def _stable_hash(data: str | bytes) -> int:
@@ -429,7 +467,17 @@ def to_sft_dataset(
         raise ValueError(f"n_pos and n_neg must be >= 0 with at least one point; got {n_pos}, {n_neg}")
     if not isinstance(think, str):
         raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
-    table = datasets.Dataset.from_dict(_raw_rows(samples, need_mask=True, allow_targets=True))
+    samples = list(samples)
+    raw = _raw_rows(samples, need_mask=True, allow_targets=True)
+    if think == SCENE_THINK:  # one think text per row, from the record's object list (module docstring)
+        from segr1.styles import TEXT_TASKS
+
+        raw["think"] = [
+            (scene_think(s.meta, frame or get_style(style).frame(task or s.task, "sft"))
+             if (task or s.task) in TEXT_TASKS else None) or SCENE_THINK_FALLBACK
+            for s in samples
+        ]  # fmt: skip
+    table = datasets.Dataset.from_dict(raw)
     if point_mode not in SFT_POINT_MODES:
         raise ValueError(f"point_mode must be one of {SFT_POINT_MODES}; got {point_mode!r}")
     sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed, "point_mode": point_mode}

@@ -101,16 +101,18 @@ class DetailedPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        image_first: bool = True,
     ) -> list[list[str]]:
         """Completions for each (image, instruction) pair.
 
         ``images``: PIL images already resized to the model frame (coordinates in the answers are in that
         frame). Returns ``len(images)`` lists of ``num_samples`` strings (only the new tokens, special tokens
         removed). ``temperature == 0`` decodes greedily (the ``num_samples`` strings are then identical);
-        ``temperature > 0`` samples with the backend's ``top_p``/``top_k``.
+        ``temperature > 0`` samples with the backend's ``top_p``/``top_k``. ``image_first=False``: the
+        instruction before the image in the user turn (`segr1.prompts.build_messages`).
         """
         return self.generate_detailed(  # type: ignore[attr-defined]
-            images, instructions, num_samples, temperature, max_new_tokens, system
+            images, instructions, num_samples, temperature, max_new_tokens, system, image_first=image_first
         ).texts
 
 
@@ -119,7 +121,7 @@ def generate_with_info(
 ) -> Generation:
     """``policy.generate_detailed(...)`` when the policy has it, else ``policy.generate(...)`` with every
     ``truncated`` flag False (unknown). ``kwargs``: ``num_samples``, ``temperature``, ``max_new_tokens``,
-    ``system``."""
+    ``system`` and, for text-first styles only, ``image_first=False`` (the segr1 backends take it)."""
     detailed = getattr(policy, "generate_detailed", None)
     if callable(detailed):
         return detailed(images, instructions, **kwargs)

@@ -276,6 +276,7 @@ class HFPolicy(DetailedPolicy):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        image_first: bool = True,
     ) -> Generation:
         """:meth:`generate` plus, per completion, whether it stopped at ``max_new_tokens`` without an
         end-of-sequence token (``Generation.truncated``)."""
@@ -292,6 +293,7 @@ class HFPolicy(DetailedPolicy):
                 temperature,
                 max_new_tokens,
                 system,
+                image_first,
             )
             texts += got.texts
             truncated += got.truncated
@@ -345,6 +347,7 @@ class HFPolicy(DetailedPolicy):
         temperature: float,
         max_new_tokens: int,
         system: str | None,
+        image_first: bool = True,
     ) -> Generation:
         import torch
 
@@ -354,7 +357,9 @@ class HFPolicy(DetailedPolicy):
             images, instructions = images + [images[-1]] * extra, instructions + [instructions[-1]] * extra
         texts = [
             self.processor.apply_chat_template(
-                build_messages(image, instruction, system), add_generation_prompt=True, tokenize=False
+                build_messages(image, instruction, system, image_first=image_first),
+                add_generation_prompt=True,
+                tokenize=False,
             )
             for image, instruction in zip(images, instructions, strict=True)
         ]

@@ -613,11 +613,11 @@ class NativePolicy(DetailedPolicy):
         logger.info("loaded %s natively (%d parameters, CPU, float32)", self.name, self.parameters)
 
     def prompt_ids(
-        self, image: Image.Image, instruction: str, system: str | None = None
+        self, image: Image.Image, instruction: str, system: str | None = None, image_first: bool = True
     ) -> tuple[list[int], torch.Tensor, tuple[int, int, int]]:
         """Token ids of one prompt (image tokens expanded), the image's patches and its patch grid."""
         patches, grid = self.images(image)
-        messages = build_messages(image, instruction, system)
+        messages = build_messages(image, instruction, system, image_first=image_first)
         text = self.template.render(messages=messages, add_generation_prompt=True)
         n_tokens = grid[0] * grid[1] * grid[2] // self.model.cfg.merge**2
         if text.count(self.image_token) != 1:
@@ -635,6 +635,7 @@ class NativePolicy(DetailedPolicy):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        image_first: bool = True,
     ) -> Generation:
         """:meth:`generate` plus which completions stopped at ``max_new_tokens`` unfinished."""
         from segr1.devices import intra_op_threads
@@ -645,7 +646,7 @@ class NativePolicy(DetailedPolicy):
         truncated: list[list[bool]] = []
         with torch.inference_mode(), intra_op_threads(self.cpu_threads):
             for index, (image, instruction) in enumerate(zip(images, instructions, strict=True)):
-                ids, patches, grid = self.prompt_ids(_as_rgb(image, index), instruction, system)
+                ids, patches, grid = self.prompt_ids(_as_rgb(image, index), instruction, system, image_first)
                 features = self.model.vision(patches, grid)
                 positions, delta = self.model.positions(ids, [grid])
                 prompt = torch.tensor(ids)

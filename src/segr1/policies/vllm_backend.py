@@ -87,6 +87,7 @@ class VLLMPolicy(DetailedPolicy):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         system: str | None = None,
+        image_first: bool = True,
     ) -> Generation:
         """:meth:`generate` plus which completions stopped at the budget (vLLM's ``finish_reason == "length"``)."""
         from vllm import SamplingParams
@@ -106,7 +107,9 @@ class VLLMPolicy(DetailedPolicy):
         for i, (image, instruction) in enumerate(zip(images, instructions, strict=True)):
             rgb = _as_rgb(image, i)
             text = self.processor.apply_chat_template(
-                build_messages(rgb, instruction, system), add_generation_prompt=True, tokenize=False
+                build_messages(rgb, instruction, system, image_first=image_first),
+                add_generation_prompt=True,
+                tokenize=False,
             )
             requests.append({"prompt": text, "multi_modal_data": {"image": rgb}})
         outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)

@@ -146,3 +146,29 @@ class Segr1Style:
         """Every instruction of this style asks for a ``<think>`` block (pre-RL included)."""
         check_task_stage(task, "eval")
         return True
+
+
+class Segr1TextFirstStyle(Segr1Style):
+    """segr1's texts with the instruction *before* the image in the user turn (``segr1-text-first``).
+
+    In a causal LM, tokens attend only to what precedes them. With the image first (every other style), the image
+    tokens cannot see the phrase, so grounding "the red one" has to happen in the answer tokens: they must read
+    the word and then find the region it names, two hops the embedded miniature does not learn by SFT
+    (docs/results_multitask.md, "Is it capacity?"). With the text first, every image token can attend to the
+    phrase and mark itself as named or not, and the answer only has to localise marked tokens, which the
+    foreground policy already does. The strings are :class:`Segr1Style`'s, character for character; only the
+    order of the two content blocks differs, at every stage. Any Qwen2.5-VL accepts either order.
+    """
+
+    name = "segr1-text-first"
+    image_first = False
+    description = (
+        "segr1's wording with the instruction before the image, so that the image tokens can attend to the "
+        "phrase (the embedded multitask policy)"
+    )
+
+    def messages(
+        self, image: Any, user_text: str, system: str | None = None, *, stage: str = "eval"
+    ) -> list[dict[str, Any]]:
+        """System turn (if any), then one user turn: the text, then the image."""
+        return chat_messages(image, user_text, system, image_first=False)

@@ -254,8 +254,9 @@ class SFTScriptArguments(DataArguments):
     sft_think: str = field(
         default="describe",
         metadata={
-            "help": "Think text of SFT targets: 'describe' (object size and position), 'none' (empty) or "
-            "a literal text."
+            "help": "Think text of SFT targets: 'describe' (object size and position), 'none' (empty), "
+            "'scene' (referring/reasoning records that list their objects: each object's colour, shape and "
+            "centre; other records: 'object') or a literal text."
         },
     )
     sft_seed: int = field(default=0, metadata={"help": "Seed of the points sampled for the SFT targets."})
