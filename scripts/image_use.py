@@ -41,14 +41,16 @@ class _NoSegmenter:
         return [np.zeros(np.asarray(image).shape[:2], dtype=bool) for _ in prompts]
 
 
-def _pipeline(folder: str, batch_size: int, task: str = "foreground"):
+def _pipeline(folder: str, batch_size: int, task: str = "foreground", max_new_tokens: int = 128):
     from segr1.pipeline import SegR1Pipeline
     from segr1.policies import load_policy
 
     policy = load_policy(folder, device="cpu")
     if not hasattr(policy, "model") or not hasattr(policy, "processor"):
         raise SystemExit(f"{folder}: the shuffled-image loss needs an hf-backend policy")
-    return SegR1Pipeline(policy, _NoSegmenter(), task=task, max_new_tokens=64, batch_size=batch_size)
+    return SegR1Pipeline(
+        policy, _NoSegmenter(), task=task, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
 
 
 def shuffled_loss(
@@ -67,16 +69,20 @@ def shuffled_loss(
     import torch
     from PIL import Image
 
-    from segr1.data.trl import SCENE_THINK, SCENE_THINK_FALLBACK, scene_think, sft_target
-    from segr1.geometry import resize_to_frame
+    from segr1.data.trl import SCENE_THINK_FALLBACK, SCENE_THINKS, scene_think, sft_target
+    from segr1.geometry import mask_to_box, resize_to_frame
 
     policy, frame = pipe.policy, pipe.frame
     model, processor = policy.model, policy.processor
     texts = list(texts) if texts is not None else [None] * len(images)
     frames = [resize_to_frame(Image.fromarray(im), frame) for im in images]
     metas = list(metas) if metas is not None else [None] * len(images)
-    thinks = [(scene_think(meta, frame) if texts[i] else None) or SCENE_THINK_FALLBACK if think == SCENE_THINK
-              else think for i, meta in enumerate(metas)]  # fmt: skip
+    thinks = [
+        ((scene_think(meta, frame, centres=think == "scene-centres",
+                      target_box=mask_to_box(resize_to_frame(masks[i], frame))) if texts[i] else None)
+         or SCENE_THINK_FALLBACK) if think in SCENE_THINKS else think
+        for i, meta in enumerate(metas)
+    ]  # fmt: skip
     targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=t, point_mode=point_mode)
                for i, (m, t) in enumerate(zip(masks, thinks, strict=True))]  # fmt: skip
     end = processor.tokenizer.eos_token or ""
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--point-mode", default="interior", choices=("interior", "random"),
                     help="foreground point of the teacher-forced targets (the embedded SFT's: interior)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="answer budget of the greedy answers")
     args = ap.parse_args(argv)
 
     from segr1.data.folders import read_manifest
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         pipes = {}
         for fam, (images, masks, task, texts, metas) in families.items():
             if task not in pipes:
-                pipes[task] = _pipeline(folder, args.batch_size, task)
+                pipes[task] = _pipeline(folder, args.batch_size, task, args.max_new_tokens)
             pipe = pipes[task]
             row = {"policy": label, "family": fam, "n": len(images)}
             row.update(

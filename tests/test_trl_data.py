@@ -165,25 +165,34 @@ def test_scene_think_lists_the_objects_in_reading_order_in_the_model_frame():
 
     meta = {
         "size": [200, 100],
+        "target": 1,
         "objects": [
-            {"colour": "green", "shape": "circle", "centre": [150.0, 80.0]},
-            {"colour": "red", "shape": "square", "centre": [50.0, 20.0]},
-            {"colour": "blue", "shape": "star", "centre": [10.0, 80.0]},
+            {"colour": "green", "shape": "circle", "centre": [150.0, 80.0], "box": [140, 70, 160, 90]},
+            {"colour": "red", "shape": "square", "centre": [50.0, 20.0], "box": [40, 10, 60, 30]},
+            {"colour": "blue", "shape": "star", "centre": [10.0, 80.0], "box": [0, 70, 20, 90]},
         ],
     }
-    # x scaled by 224/200, y by 224/100; sorted by y, then x
-    assert scene_think(meta, 224) == " red square 56,45; blue star 11,179; green circle 168,179"
+    # x scaled by 224/200, y by 224/100, box ends exclusive -> inclusive; sorted by centre y, then x
+    want = " red square [45,22,66,66]; blue star [0,157,21,201]; green circle [157,157,178,201]"
+    assert scene_think(meta, 224) == want
+    # the target's entry is the box the answer carries (the mask's), so that copying it is exact
+    assert scene_think(meta, 224, target_box=[44, 20, 67, 68]).startswith(" red square [44,20,67,68]; blue")
+    assert scene_think(meta, 224, centres=True) == " red square 56,45; blue star 11,179; green circle 168,179"
     # untrusted metadata: anything malformed gives no list (the caller falls back), never an exception
     for bad in (None, {}, {"size": [0, 10], "objects": meta["objects"]}, {"size": [10, 10], "objects": []},
                 {"size": [10, 10], "objects": [{"colour": "red"}]},
-                {"size": [10, 10], "objects": [{"colour": "red</think>", "shape": "x", "centre": [1, 1]}]},
+                {"size": [10, 10], "objects": [{"colour": "red", "shape": "x", "centre": [1, 1]}]},
+                {"size": [10, 10], "objects": [{"colour": "red</think>", "shape": "x", "centre": [1, 1],
+                                                "box": [0, 0, 2, 2]}]},
                 {"size": "big", "objects": meta["objects"]}):  # fmt: skip
         assert scene_think(bad, 224) is None
 
 
 def test_scene_think_targets_list_text_task_scenes_and_keep_foreground_targets_plain():
-    meta = {"size": [90, 60], "objects": [{"colour": "red", "shape": "square", "centre": [35.0, 25.0]}]}
-    base = _sample(1)
+    objects = [{"colour": "red", "shape": "square", "centre": [35.0, 25.0], "box": [20, 11, 51, 40]},
+               {"colour": "blue", "shape": "ring", "centre": [80.0, 50.0], "box": [75, 45, 86, 56]}]  # fmt: skip
+    meta = {"size": [90, 60], "objects": objects, "target": 0}
+    base = _sample(1)  # mask rows 11..39, columns 20..50
     referring = Sample(
         id="r", image=base.image, mask=base.mask, text="the red square", task="referring", meta=meta
     )
@@ -193,9 +202,8 @@ def test_scene_think_targets_list_text_task_scenes_and_keep_foreground_targets_p
         [referring, foreground, bare], frame=112, system=None, think="scene", n_pos=1, n_neg=0
     )
     targets = [row["completion"][0]["content"] for row in ds]
-    assert [t.split("</think>")[0] for t in targets] == [
-        "<think> red square 44,47",
-        "<think>object",
-        "<think>object",
-    ]
-    assert all(parse_answer(t).boxes.shape == (1, 4) for t in targets)
+    thinks = [t.split("</think>")[0].removeprefix("<think>") for t in targets]
+    assert thinks[1:] == ["object", "object"]
+    box = parse_answer(targets[0]).boxes[0]
+    listed = "[" + ",".join(str(int(v)) for v in box) + "]"
+    assert thinks[0] == f" red square {listed}; blue ring [93,84,106,104]"  # the answer's box, copied exactly

@@ -157,39 +157,54 @@ def describe_mask(mask: np.ndarray) -> str:
 
 SFT_POINT_MODES = ("random", "interior")
 
-#: ``think`` value of `to_sft_dataset` that lists the scene's objects (`scene_think`).
-SCENE_THINK = "scene"
+#: ``think`` values of `to_sft_dataset` that list the scene's objects (`scene_think`): with their boxes, with
+#: their centres.
+SCENE_THINKS = ("scene", "scene-centres")
 #: Think text of the samples `scene_think` has no list for (foreground scenes, records without objects).
 SCENE_THINK_FALLBACK = "object"
 _MAX_SCENE_OBJECTS = 8
 
 
-def scene_think(meta: Any, frame: int) -> str | None:
-    """The ``scene`` think text of a synthetic scene: each object's colour, shape and centre in the model frame,
-    in reading order (top to bottom, then left to right), e.g. ``" red square 121,27; green circle 125,123"``.
+def scene_think(meta: Any, frame: int, *, centres: bool = False, target_box: Any = None) -> str | None:
+    """The ``scene`` think text of a synthetic scene: each object's colour, shape and box in the model frame, in
+    reading order (top to bottom by centre, then left to right), e.g.
+    ``" red square [150,14,190,54]; green circle [100,120,150,170]"`` (``centres=True``: ``" red square 170,34"``).
 
-    It decomposes a referring answer into two steps the embedded miniature can learn: *name* what is where
-    (read the image into words, one object at a time), then *match* the phrase's words against that list and
-    box the entry it names (a copy from the answer's own text). The leading space makes each colour the same
-    token as in the phrase ("the green shape" -> ``Ġgreen``). ``meta``: a record's ``meta`` with ``size``
-    ``[W, H]`` and ``objects`` (``colour``, ``shape``, ``centre``), as `segr1 data synth` writes; None when it
-    has no such list (bad or missing fields give None too: dataset files are untrusted).
+    It decomposes a referring answer into steps the embedded miniature can learn: *name* what is where (read
+    the image into words, one object at a time), then *match* the phrase's words against that list and copy the
+    entry it names into the answer's box. The leading space makes each colour the same token as in the phrase
+    ("the green shape" -> ``Ġgreen``). ``meta``: a record's ``meta`` with ``size`` ``[W, H]``, ``objects``
+    (``colour``, ``shape``, ``centre``, ``box`` with exclusive ends) and ``target`` (an index), as
+    `segr1 data synth` writes. ``target_box``: the box the answer will carry (the target mask's tight box in the
+    frame), written as the target's entry so that the copy is exact. None when the record has no such list
+    (missing or malformed fields give None too: dataset files are untrusted).
     """
     if not isinstance(meta, dict):
         return None
-    size, objects = meta.get("size"), meta.get("objects")
+    size, objects, target = meta.get("size"), meta.get("objects"), meta.get("target")
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and isinstance(objects, list) and objects):
         return None
     try:
         w, h = float(size[0]), float(size[1])
+        if not (w > 0 and h > 0):
+            return None
+        sx, sy = frame / w, frame / h
         entries = []
-        for obj in objects[:_MAX_SCENE_OBJECTS]:
+        for k, obj in enumerate(objects[:_MAX_SCENE_OBJECTS]):
             colour, shape, (cx, cy) = str(obj["colour"]), str(obj["shape"]), obj["centre"]
-            if not (colour.isalpha() and shape.isalpha() and w > 0 and h > 0):
+            if not (colour.isalpha() and shape.isalpha()):
                 return None
-            x = min(max(round(float(cx) * frame / w), 0), frame - 1)
-            y = min(max(round(float(cy) * frame / h), 0), frame - 1)
-            entries.append((y, x, f"{colour} {shape} {x},{y}"))
+            x, y = (min(max(round(float(v) * f), 0), frame - 1) for v, f in ((cx, sx), (cy, sy)))
+            if centres:
+                where = f"{x},{y}"
+            else:
+                if k == target and target_box is not None:
+                    box = [round(float(v)) for v in target_box]
+                else:
+                    x1, y1, x2, y2 = (float(v) for v in obj["box"])
+                    box = [round(x1 * sx), round(y1 * sy), round(x2 * sx) - 1, round(y2 * sy) - 1]
+                where = "[" + ",".join(str(min(max(v, 0), frame - 1)) for v in box) + "]"
+            entries.append((y, x, f"{colour} {shape} {where}"))
     except (KeyError, TypeError, ValueError):
         return None
     return " " + "; ".join(text for _, _, text in sorted(entries))
@@ -363,7 +378,14 @@ class _Rows:
         assert self.sft is not None
         rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
         mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
-        think = batch["think"][i] if "think" in batch else self.sft["think"]
+        think = self.sft["think"]
+        if think in SCENE_THINKS:  # the scene's list, its target entry written with the answer's own box
+            scene = json.loads(batch["scene"][i]) if batch["scene"][i] else None
+            small = resize_to_frame(np.asarray(mask, dtype=bool), frame)
+            listed = scene_think(
+                scene, frame, centres=think == "scene-centres", target_box=mask_to_box(small)
+            )
+            think = listed or SCENE_THINK_FALLBACK
         if self.format_name == DEFAULT_FORMAT and instances is None:
             return sft_target(mask, frame=frame, rng=rng, n_pos=self.sft["n_pos"], n_neg=self.sft["n_neg"],
                               points_only=task == "prerl", think=think,
@@ -469,14 +491,15 @@ def to_sft_dataset(
         raise TypeError(f"think must be 'describe', 'none' or a literal text; got {type(think).__name__}")
     samples = list(samples)
     raw = _raw_rows(samples, need_mask=True, allow_targets=True)
-    if think == SCENE_THINK:  # one think text per row, from the record's object list (module docstring)
+    if think in SCENE_THINKS:  # the object lists of text-task records, for `scene_think` (module docstring)
         from segr1.styles import TEXT_TASKS
 
-        raw["think"] = [
-            (scene_think(s.meta, frame or get_style(style).frame(task or s.task, "sft"))
-             if (task or s.task) in TEXT_TASKS else None) or SCENE_THINK_FALLBACK
+        raw["scene"] = [
+            json.dumps({key: s.meta.get(key) for key in ("size", "objects", "target")}, default=str)
+            if isinstance(s.meta, dict) and (task or s.task) in TEXT_TASKS and s.meta.get("objects")
+            else None
             for s in samples
-        ]  # fmt: skip
+        ]
     table = datasets.Dataset.from_dict(raw)
     if point_mode not in SFT_POINT_MODES:
         raise ValueError(f"point_mode must be one of {SFT_POINT_MODES}; got {point_mode!r}")
