@@ -524,6 +524,26 @@ GOLDEN_RENDERED: dict[str, str] = {
     "segr1-text-first/prerl/eval/None": "f04ba5861b697d32",
     "segr1-text-first/prerl/demo/None": "f04ba5861b697d32",
     "segr1-text-first/prerl/sft/None": "f04ba5861b697d32",
+    "segr1-phrase-last/foreground/train/None": "11d68db2537d5dd4",
+    "segr1-phrase-last/foreground/eval/None": "11d68db2537d5dd4",
+    "segr1-phrase-last/foreground/demo/None": "11d68db2537d5dd4",
+    "segr1-phrase-last/foreground/sft/None": "11d68db2537d5dd4",
+    "segr1-phrase-last/referring/train/None": "4d5f729c15dd5bb7",
+    "segr1-phrase-last/referring/eval/None": "4d5f729c15dd5bb7",
+    "segr1-phrase-last/referring/demo/None": "4d5f729c15dd5bb7",
+    "segr1-phrase-last/referring/sft/None": "4d5f729c15dd5bb7",
+    "segr1-phrase-last/reasoning/train/sentence": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/train/phrase": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/eval/sentence": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/eval/phrase": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/demo/sentence": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/demo/phrase": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/sft/sentence": "2f673e34773c57a4",
+    "segr1-phrase-last/reasoning/sft/phrase": "2f673e34773c57a4",
+    "segr1-phrase-last/prerl/train/None": "ffb02421ddc649cc",
+    "segr1-phrase-last/prerl/eval/None": "ffb02421ddc649cc",
+    "segr1-phrase-last/prerl/demo/None": "ffb02421ddc649cc",
+    "segr1-phrase-last/prerl/sft/None": "ffb02421ddc649cc",
     "seg-r1/foreground/train/None": "a186f0424505b6a8",
     "seg-r1/foreground/eval/None": "71fb16914e1c752e",
     "seg-r1/foreground/demo/None": "71fb16914e1c752e",
@@ -605,3 +625,20 @@ def test_the_text_first_style_is_segr1_with_the_two_blocks_swapped(processor):
         user = own.user(task, {"referring": "the dog on the left.", "reasoning": "What Holds Water?"}.get(task),
                         frame=own.frame(task, stage), stage=stage, query_kind=kind)  # fmt: skip
         assert a.replace(image + user, user + image) == b
+
+
+def test_the_phrase_last_style_is_segr1_with_the_task_line_moved_to_the_end():
+    """``segr1-phrase-last`` writes segr1's lines character for character; only the task line moves, from first
+    to last, so that the phrase ends the prompt. System turn and message order are segr1's."""
+    from segr1.styles.segr1 import _TASK_LINES
+
+    own, last = get_style("segr1"), get_style("segr1-phrase-last")
+    assert getattr(last, "image_first", True) is True
+    for task in TASKS:
+        text = {"referring": "the red star on the left", "reasoning": "Which one is largest?"}.get(task)
+        block = _TASK_LINES[task].format(text=text)
+        theirs = own.user(task, text, frame=224)
+        rest = theirs.removeprefix(block + "\n")
+        assert rest != theirs and last.user(task, text, frame=224) == rest + "\n" + block
+        assert last.system(task) == own.system(task)
+    assert last.user("referring", "the red star", frame=224).endswith("\nIdentify and segment the red star.")

@@ -76,8 +76,13 @@ _TASK_LINES = {
 }
 
 
-def build_instruction(task: str, text: str | None = None, frame: int | None = None) -> str:
-    """The user-turn instruction for ``task`` (see :func:`segr1.prompts.build_instruction`)."""
+def build_instruction(
+    task: str, text: str | None = None, frame: int | None = None, *, task_line_last: bool = False
+) -> str:
+    """The user-turn instruction for ``task`` (see :func:`segr1.prompts.build_instruction`).
+
+    ``task_line_last``: the same lines with the task line ("Identify and segment <expression>.") moved after
+    the format rules, so that it ends the prompt (the ``segr1-phrase-last`` style)."""
     check_task_stage(task, "eval")
     if frame is None:
         frame = DEFAULT_FRAME[task]
@@ -93,9 +98,13 @@ def build_instruction(task: str, text: str | None = None, frame: int | None = No
     lines = []
     if text and task not in TEXT_TASKS:
         lines.append(text)
-    lines.append(_TASK_LINES[task].format(text=text))
+    task_line = _TASK_LINES[task].format(text=text)
+    if not task_line_last:
+        lines.append(task_line)
     lines.append(_FRAME_NOTE.format(frame=frame))
     lines.append(_POINTS_RULES if task == "prerl" else _BOX_RULES)
+    if task_line_last:
+        lines.append(task_line)
     return "\n".join(lines)
 
 
@@ -172,3 +181,35 @@ class Segr1TextFirstStyle(Segr1Style):
     ) -> list[dict[str, Any]]:
         """System turn (if any), then one user turn: the text, then the image."""
         return chat_messages(image, user_text, system, image_first=False)
+
+
+class Segr1PhraseLastStyle(Segr1Style):
+    """segr1's lines with the task line, and so the referring phrase, at the *end* of the instruction
+    (``segr1-phrase-last``); the image first, as in ``segr1``.
+
+    The embedded tiny model uses ``rope_theta`` 10 so that its answer can read image rows and columns
+    (docs/results.md): every rotary frequency is then fast, and attention over a long distance depends on the
+    exact distance rather than on content. In the ``segr1`` order the phrase sits about 100 tokens before the
+    answer, behind the frame note and the format rules, and the miniature never reads it
+    (docs/results_multitask.md). Here it is the last line, a few tokens before the answer. The lines are
+    :class:`Segr1Style`'s, character for character, in another order.
+    """
+
+    name = "segr1-phrase-last"
+    description = (
+        "segr1's wording with the task line (the referring phrase, the question) last, just before the "
+        "answer (the embedded multitask policy)"
+    )
+
+    def user(
+        self,
+        task: str,
+        text: str | None = None,
+        *,
+        frame: int | None = None,
+        stage: str = "eval",
+        query_kind: str | None = None,
+    ) -> str:
+        """:func:`build_instruction` with ``task_line_last`` (``stage`` and ``query_kind`` change nothing)."""
+        check_task_stage(task, stage)
+        return build_instruction(task, text, frame, task_line_last=True)
