@@ -429,7 +429,7 @@ def test_inference_messages_match_what_the_policy_backends_build():
 
     for style in STYLES.values():
         first = getattr(style, "image_first", True)
-        assert first is (style.name != "segr1-text-first")
+        assert first is (style.name not in ("segr1-text-first", "segr1-phrase-image"))
         for stage in ("eval", "demo"):
             want = build_messages("IMG", "text", "sys", image_first=first)
             assert style.messages("IMG", "text", "sys", stage=stage) == want
@@ -544,6 +544,26 @@ GOLDEN_RENDERED: dict[str, str] = {
     "segr1-phrase-last/prerl/eval/None": "ffb02421ddc649cc",
     "segr1-phrase-last/prerl/demo/None": "ffb02421ddc649cc",
     "segr1-phrase-last/prerl/sft/None": "ffb02421ddc649cc",
+    "segr1-phrase-image/foreground/train/None": "99553fdf5c2e36cc",
+    "segr1-phrase-image/foreground/eval/None": "99553fdf5c2e36cc",
+    "segr1-phrase-image/foreground/demo/None": "99553fdf5c2e36cc",
+    "segr1-phrase-image/foreground/sft/None": "99553fdf5c2e36cc",
+    "segr1-phrase-image/referring/train/None": "bdda0929b1cc688f",
+    "segr1-phrase-image/referring/eval/None": "bdda0929b1cc688f",
+    "segr1-phrase-image/referring/demo/None": "bdda0929b1cc688f",
+    "segr1-phrase-image/referring/sft/None": "bdda0929b1cc688f",
+    "segr1-phrase-image/reasoning/train/sentence": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/train/phrase": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/eval/sentence": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/eval/phrase": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/demo/sentence": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/demo/phrase": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/sft/sentence": "747c67c524d614e0",
+    "segr1-phrase-image/reasoning/sft/phrase": "747c67c524d614e0",
+    "segr1-phrase-image/prerl/train/None": "5c7610471d67cfec",
+    "segr1-phrase-image/prerl/eval/None": "5c7610471d67cfec",
+    "segr1-phrase-image/prerl/demo/None": "5c7610471d67cfec",
+    "segr1-phrase-image/prerl/sft/None": "5c7610471d67cfec",
     "seg-r1/foreground/train/None": "a186f0424505b6a8",
     "seg-r1/foreground/eval/None": "71fb16914e1c752e",
     "seg-r1/foreground/demo/None": "71fb16914e1c752e",
@@ -642,3 +662,17 @@ def test_the_phrase_last_style_is_segr1_with_the_task_line_moved_to_the_end():
         assert rest != theirs and last.user(task, text, frame=224) == rest + "\n" + block
         assert last.system(task) == own.system(task)
     assert last.user("referring", "the red star", frame=224).endswith("\nIdentify and segment the red star.")
+
+
+def test_the_phrase_image_style_is_phrase_last_text_then_the_image(processor):
+    """``segr1-phrase-image``: the phrase-last instruction, then the image (so the phrase, the image and the
+    answer are a few rotary positions apart)."""
+    pl, pi = get_style("segr1-phrase-last"), get_style("segr1-phrase-image")
+    assert pi.image_first is False
+    for task in TASKS:
+        text = {"referring": "the red star", "reasoning": "Which one is largest?"}.get(task)
+        assert pi.user(task, text, frame=224) == pl.user(task, text, frame=224)
+        assert pi.messages(None, "u", None) == [{"role": "user", "content": [{"type": "text", "text": "u"},
+                                                                           {"type": "image"}]}]  # fmt: skip
+    rendered = _rendered(processor, "segr1-phrase-image", "referring", "eval", None)
+    assert "Identify and segment the dog on the left.<|vision_start|><|image_pad|><|vision_end|>" in rendered

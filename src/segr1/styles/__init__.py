@@ -115,13 +115,19 @@ def chat_messages(
 def _registry() -> dict[str, PromptStyle]:
     from segr1.styles.seg_r1 import SegR1Style
     from segr1.styles.seg_zero import SegZeroStyle
-    from segr1.styles.segr1 import Segr1PhraseLastStyle, Segr1Style, Segr1TextFirstStyle
+    from segr1.styles.segr1 import (
+        Segr1PhraseImageStyle,
+        Segr1PhraseLastStyle,
+        Segr1Style,
+        Segr1TextFirstStyle,
+    )
     from segr1.styles.vision_reasoner import VisionReasonerStyle
 
     styles = (
         Segr1Style(),
         Segr1TextFirstStyle(),
         Segr1PhraseLastStyle(),
+        Segr1PhraseImageStyle(),
         SegR1Style(),
         SegZeroStyle(),
         VisionReasonerStyle(),

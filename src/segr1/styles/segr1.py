@@ -213,3 +213,28 @@ class Segr1PhraseLastStyle(Segr1Style):
         """:func:`build_instruction` with ``task_line_last`` (``stage`` and ``query_kind`` change nothing)."""
         check_task_stage(task, stage)
         return build_instruction(task, text, frame, task_line_last=True)
+
+
+class Segr1PhraseImageStyle(Segr1PhraseLastStyle):
+    """``segr1-phrase-image``: the ``segr1-phrase-last`` instruction (task line last), then the image, then the
+    answer: the phrase, the image and the answer are all a few positions apart.
+
+    Qwen2.5-VL's multimodal rotary positions give the image tokens one temporal position and rows / columns on
+    top of it, so the whole image spans only ``max(rows, cols)`` positions (8 for the embedded 224 frame). With
+    this order every image token is 3-11 positions after the phrase, and the answer about 13 after the image,
+    short enough for the embedded model's fast rotary frequencies (``rope_theta`` 10) to keep attention
+    content-based. Same lines as :class:`Segr1Style`, character for character.
+    """
+
+    name = "segr1-phrase-image"
+    image_first = False
+    description = (
+        "segr1's wording with the task line last and the image after the text, so that phrase, image and "
+        "answer are a few positions apart (the embedded multitask policy)"
+    )
+
+    def messages(
+        self, image: Any, user_text: str, system: str | None = None, *, stage: str = "eval"
+    ) -> list[dict[str, Any]]:
+        """System turn (if any), then one user turn: the text, then the image."""
+        return chat_messages(image, user_text, system, image_first=False)
