@@ -8,6 +8,8 @@ stage (``train``: GRPO rollouts; ``eval``: evaluation and ``segr1 segment``; ``d
 * ``user(task, text, frame=, stage=, query_kind=)``: the user-turn text; ``text`` is the referring expression or
   the reasoning query, ``query_kind`` ("sentence" / "phrase") says which ReasonSeg template a query takes;
 * ``messages(image, user_text, system, stage=)``: the chat messages in the order the family used;
+* ``image_first`` (optional attribute, default True): False for a style whose inference messages put the text
+  before the image; the pipeline then passes ``image_first=False`` to the policy backends;
 * ``frame(task, stage)``: the side of the square model frame; ``max_new_tokens(task, stage)``: the answer budget;
 * ``asks_think(task)``: whether the answer it asks for starts with a ``<think>`` block;
 * ``answer_format``: the answer format (`segr1.formats`) the style's prompts ask for;
@@ -15,7 +17,8 @@ stage (``train``: GRPO rollouts; ``eval``: evaluation and ``segr1 segment``; ``d
   the protocol's ``frame_filter`` switch; None: the protocol decides (`segr1.protocol.for_style`).
 
 Styles (one module each): ``segr1`` (:mod:`segr1.styles.segr1`, segr1's own wording; the embedded policy was
-trained on it), ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte),
+trained on it) and three layouts of the same lines for the embedded model's grounding experiments
+(``segr1-text-first``, ``segr1-phrase-last``, ``segr1-phrase-image``: docs/results_multitask.md), ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte),
 ``seg-zero`` (:mod:`segr1.styles.seg_zero`) and ``vision-reasoner`` (:mod:`segr1.styles.vision_reasoner`), the
 templates of Seg-Zero-7B and VisionReasoner-7B byte for byte (:mod:`segr1.styles._family`).
 
