@@ -54,3 +54,35 @@ def test_text_scenes_get_their_own_task_text_and_a_shuffled_text_loss(image_use,
     row = next(json.loads(line) for line in printed.splitlines() if line.startswith("{"))
     assert row["text_gain"] == pytest.approx(row["loss_shuffled_text"] - row["loss_own_image"])
     assert "text gain" in printed
+    assert 0.0 <= row["named"] <= 1.0 and "named object boxed" in printed
+
+
+def test_scene_think_targets_and_a_text_first_checkpoint(image_use, tmp_path, capsys):
+    """``--think scene`` scores each scene against its own object list, and a checkpoint that records a
+    text-first style is prompted text-first (the prompts differ, so the losses do)."""
+    import shutil
+
+    from segr1.data.synthetic import write_scenes
+    from segr1.policies import read_policy_metadata, write_policy_metadata
+    from segr1.policies.tiny import tiny_model_dir
+
+    out = tmp_path / "colour"
+    write_scenes("referring-colour", 3, out, seed=3, min_size=160, max_size=200, progress=False)
+    text_first = tmp_path / "tiny-text-first"
+    shutil.copytree(tiny_model_dir(), text_first)
+    write_policy_metadata(text_first, {**read_policy_metadata(text_first), "prompt_style": "segr1-text-first"})
+    rows = {}
+    for name, folder, think in (("plain", tiny_model_dir(), "object"), ("scene", tiny_model_dir(), "scene"),
+                                ("text-first", text_first, "object")):  # fmt: skip
+        rc = image_use.main(["--policy", f"{name}={folder}", "--test", f"c={out}", "--n", "3", "--think", think])
+        assert rc == 0
+        rows[name] = next(json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{"))
+    assert rows["scene"]["loss_own_image"] != pytest.approx(rows["plain"]["loss_own_image"])
+    assert rows["text-first"]["loss_own_image"] != pytest.approx(rows["plain"]["loss_own_image"])
+
+
+def test_scene_naming_parses_both_list_forms():
+    naming = fd.load_script("scene_naming", register=True)
+    got = naming.parse_list(" red square [10,20,30,40]; green circle 100,50")
+    assert got == [("red", "square", 20.0, 30.0), ("green", "circle", 100.0, 50.0)]
+    assert naming.parse_list("object") == []
