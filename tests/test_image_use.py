@@ -70,11 +70,15 @@ def test_scene_think_targets_and_a_text_first_checkpoint(image_use, tmp_path, ca
     write_scenes("referring-colour", 3, out, seed=3, min_size=160, max_size=200, progress=False)
     text_first = tmp_path / "tiny-text-first"
     shutil.copytree(tiny_model_dir(), text_first)
-    write_policy_metadata(text_first, {**read_policy_metadata(text_first), "prompt_style": "segr1-text-first"})
+    write_policy_metadata(
+        text_first, {**read_policy_metadata(text_first), "prompt_style": "segr1-text-first"}
+    )
     rows = {}
     for name, folder, think in (("plain", tiny_model_dir(), "object"), ("scene", tiny_model_dir(), "scene"),
                                 ("text-first", text_first, "object")):  # fmt: skip
-        rc = image_use.main(["--policy", f"{name}={folder}", "--test", f"c={out}", "--n", "3", "--think", think])
+        rc = image_use.main(
+            ["--policy", f"{name}={folder}", "--test", f"c={out}", "--n", "3", "--think", think]
+        )
         assert rc == 0
         rows[name] = next(json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{"))
     assert rows["scene"]["loss_own_image"] != pytest.approx(rows["plain"]["loss_own_image"])
