@@ -2,13 +2,16 @@
 
 Random tiny checkpoints of three shapes (the default; one with three vision blocks, grouped-query attention
 with one key/value head and a non-square 252 x 196 image whose merged grid does not fill the attention
-windows; one with as many key/value heads as query heads), built offline, are run through both backends:
+windows; one with as many key/value heads as query heads; one with static rotary pairs, a ``longrope``
+config), built offline, are run through both backends:
 same prompt ids, same pixel patches, same image features and logits (to float32 rounding), same greedy
 answers and truncation flags; also with a system turn and a repetition penalty. Then the backend's own
 behaviour: sampling, options, what it refuses and why, and how ``load_policy`` picks it.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ SHAPES = {
         {"frame": 336, "vision_depth": 3, "num_attention_heads": 4, "num_key_value_heads": 1},
         (252, 196),
     ),
+    "static-rope-pairs": ({"static_rope_pairs": 4}, (224, 224)),
     "mha-wide-vision": (
         {
             "hidden_size": 96,
@@ -207,6 +211,13 @@ def test_what_the_native_backend_refuses(tmp_path, shape):
     other.mkdir()
     (other / "config.json").write_text('{"model_type": "qwen3_vl"}')
     assert "qwen2_5_vl" in native_unsupported(other, "cpu")
+    config = json.loads((folder / "config.json").read_text())
+    rope = config["text_config"]["rope_parameters"]
+    scaled = {**rope, "rope_type": "longrope", "short_factor": [1.0] * 16, "long_factor": [1.0] * 16}
+    for bad in ({"factor": 4.0}, {"attention_factor": 1.2}, {"original_max_position_embeddings": 128}):
+        config["text_config"]["rope_parameters"] = {**scaled, "original_max_position_embeddings": 4096, **bad}
+        (other / "config.json").write_text(json.dumps(config))
+        assert "longrope" in native_unsupported(other, "cpu")
     (other / "config.json").write_text("{not json")
     assert "JSON" in native_unsupported(other, "cpu")
     with pytest.raises(NativeUnsupported, match="qwen2_5_vl|JSON"):

@@ -96,6 +96,44 @@ def test_tiny_rope_theta_override_reaches_the_config(tmp_path):
     assert default["rope_theta"] == 10.0  # usable rotary angles across the 8x8 image grid (docs/results.md)
 
 
+def test_static_rope_pairs_make_the_temporal_pairs_position_free_in_transformers(tmp_path):
+    import json
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from segr1.policies.tiny import STATIC_ROPE_FREQUENCY, with_static_rope_pairs
+
+    out = build_tiny_qwen25vl(tmp_path / "s4", static_rope_pairs=4)
+    rope = json.loads((out / "config.json").read_text())["text_config"]["rope_parameters"]
+    assert rope["rope_type"] == "longrope" and rope["mrope_section"] == [4, 6, 6]
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    rotary = model.model.language_model.rotary_emb
+    plain = 1.0 / (10.0 ** (torch.arange(0, 32, 2).float() / 32))
+    torch.testing.assert_close(
+        rotary.inv_freq[:4], torch.full((4,), STATIC_ROPE_FREQUENCY), rtol=1e-4, atol=0
+    )
+    torch.testing.assert_close(rotary.inv_freq[4:], plain[4:])
+    assert rotary.attention_scaling == 1.0
+    # Past the model's maximum length the long factors (the same) would apply: still the same frequencies.
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    model(input_ids=ids)  # runs
+
+    # A trained checkpoint gains the pairs with its weights untouched, and loses them again.
+    warm = with_static_rope_pairs(tiny_model_dir(), tmp_path / "warm", 2)
+    assert (warm / "model.safetensors").read_bytes() == (tiny_model_dir() / "model.safetensors").read_bytes()
+    factors = json.loads((warm / "config.json").read_text())["text_config"]["rope_parameters"]["short_factor"]
+    assert [f > 1e4 for f in factors] == [True, True] + [False] * 14
+    back = with_static_rope_pairs(warm, warm, 0)
+    assert json.loads((back / "config.json").read_text())["text_config"]["rope_parameters"] == {
+        "rope_type": "default",
+        "rope_theta": 10.0,
+        "mrope_section": [4, 6, 6],
+    }
+    with pytest.raises(ValueError, match="temporal section"):
+        build_tiny_qwen25vl(tmp_path / "s5", static_rope_pairs=5)
+
+
 def test_tiny_model_dir_concurrent_builds_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGR1_CACHE", str(tmp_path))
     results: list[Path] = []

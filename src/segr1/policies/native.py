@@ -87,11 +87,26 @@ def _positive_int(cfg: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
+def _static_longrope(rope: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """A ``longrope`` that only rescales frequencies per pair (segr1's static rotary pairs): no attention
+    scale, and the long factors never in use (``original_max_position_embeddings`` is the maximum)."""
+    short = rope.get("short_factor")
+    return (
+        isinstance(short, list)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in short)
+        and rope.get("attention_factor") in (None, 1, 1.0)
+        and rope.get("factor") in (None, 1, 1.0)
+        and rope.get("original_max_position_embeddings") == cfg.get("max_position_embeddings")
+    )
+
+
 def _rope(cfg: dict[str, Any], where: str, kind: str) -> dict[str, Any]:
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if not isinstance(rope, dict):
         raise NativeUnsupported(f"{where}.rope_parameters must be an object")
     rope_type = rope.get("rope_type", rope.get("type", kind))
+    if kind == "default" and rope_type == "longrope" and _static_longrope(rope, cfg):
+        return rope
     if rope_type not in (kind, "mrope") or (kind == "axial" and rope_type != "axial"):
         raise NativeUnsupported(f"{where} uses rope_type {rope_type!r}; the native backend computes {kind!r}")
     return rope
@@ -131,6 +146,10 @@ class _Config:
             raise NativeUnsupported(
                 f"mrope_section {self.mrope_section} does not cover head_dim {self.head_dim}"
             )
+        # Per-pair frequency divisors (1 for plain RoPE; a static-pairs longrope's short_factor).
+        self.rope_factors = [float(v) for v in rope.get("short_factor", [1.0] * (self.head_dim // 2))]
+        if len(self.rope_factors) != self.head_dim // 2:
+            raise NativeUnsupported(f"short_factor has {len(self.rope_factors)} entries, not head_dim / 2")
         self.tie = bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
         self.image_token_id = _positive_int(raw, "image_token_id", "config")
 
@@ -311,7 +330,10 @@ class _Model:
         self._check_shapes()
         self.parameters = sum(t.numel() for t in weights.values())
         head = cfg.head_dim
-        self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, head, 2, dtype=torch.float) / head))
+        self.inv_freq = 1.0 / (
+            torch.tensor(cfg.rope_factors, dtype=torch.float)
+            * cfg.rope_theta ** (torch.arange(0, head, 2, dtype=torch.float) / head)
+        )
         spatial = (cfg.v_hidden // cfg.v_heads) // 2
         self.v_inv_freq = 1.0 / (
             cfg.v_rope_theta ** (torch.arange(0, spatial, 2, dtype=torch.float) / spatial)

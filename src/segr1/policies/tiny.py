@@ -115,6 +115,7 @@ DEFAULT_SIZES: dict[str, Any] = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
     "rope_theta": 10.0,
+    "static_rope_pairs": 0,
     "vision_hidden_size": 64,
     "vision_intermediate_size": 128,
     "vision_depth": 2,
@@ -238,6 +239,64 @@ def build_tokenizer(vocab_size: int = 1024, model_max_length: int = 4096):
     return fast
 
 
+#: The rotary frequency given to the pairs that ``static_rope_pairs`` makes position-free (radians per position).
+STATIC_ROPE_FREQUENCY = 1e-6
+
+
+def _rope_parameters(sizes: dict[str, Any], mrope: list[int]) -> dict[str, Any]:
+    """The text model's ``rope_parameters``: plain RoPE, or with its first pairs made (nearly) static.
+
+    ``static_rope_pairs`` k > 0 divides the k fastest rotary frequencies by a large factor, through
+    transformers' ``longrope`` per-pair ``short_factor`` (``original_max_position_embeddings`` is the model's
+    maximum, so the long factors never apply and the attention scale stays 1). Those k pairs belong to
+    M-RoPE's temporal section, which is constant over one image's tokens, so image rows and columns keep
+    their fast frequencies while every token gains k position-free pairs: a channel in which a query can
+    match a key's content at any distance (docs/results_multitask.md, "the rotary frequencies").
+    """
+    theta = float(sizes["rope_theta"])
+    k = int(sizes["static_rope_pairs"])
+    if k == 0:
+        return {"rope_type": "default", "rope_theta": theta, "mrope_section": mrope}
+    if not 0 < k <= mrope[0]:
+        raise ValueError(f"static_rope_pairs must be in 0..{mrope[0]} (the temporal section), got {k}")
+    half = sum(mrope)
+    # longrope divides pair i's frequency theta**(-2i/d) by factor i; pick the factors that land on
+    # STATIC_ROPE_FREQUENCY exactly, so the static pairs do not depend on theta.
+    factors = [float(theta ** (-i / half) / STATIC_ROPE_FREQUENCY) if i < k else 1.0 for i in range(half)]
+    return {
+        "rope_type": "longrope",
+        "rope_theta": theta,
+        "mrope_section": mrope,
+        "short_factor": factors,
+        "long_factor": factors,
+        "factor": 1.0,
+        "original_max_position_embeddings": int(sizes["max_position_embeddings"]),
+    }
+
+
+def with_static_rope_pairs(src: str | os.PathLike, dst: str | os.PathLike, pairs: int) -> Path:
+    """Copy the checkpoint folder ``src`` to ``dst`` with ``pairs`` static rotary pairs (see above).
+
+    The weights are unchanged, so this is a warm start: a trained tiny policy keeps what it learnt and
+    gains a position-free channel that fine-tuning can use. ``pairs`` 0 restores plain RoPE.
+    """
+    src, dst = Path(src), Path(dst)
+    if src.resolve() != dst.resolve():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    config_path = dst / "config.json"
+    config = json.loads(config_path.read_text())
+    text = config.get("text_config", config)
+    rope = text.get("rope_parameters") or {}
+    sizes = {
+        "rope_theta": rope.get("rope_theta", 10.0),
+        "static_rope_pairs": pairs,
+        "max_position_embeddings": text["max_position_embeddings"],
+    }
+    text["rope_parameters"] = _rope_parameters(sizes, [int(v) for v in rope["mrope_section"]])
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return dst
+
+
 def build_tiny_qwen25vl(out_dir: str | os.PathLike, seed: int = 0, **size_overrides: Any) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint folder to ``out_dir`` and return its path.
 
@@ -275,11 +334,7 @@ def build_tiny_qwen25vl(out_dir: str | os.PathLike, seed: int = 0, **size_overri
         "num_key_value_heads": sizes["num_key_value_heads"],
         "max_position_embeddings": sizes["max_position_embeddings"],
         "max_window_layers": sizes["num_hidden_layers"],
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": float(sizes["rope_theta"]),
-            "mrope_section": mrope,
-        },
+        "rope_parameters": _rope_parameters(sizes, mrope),
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
