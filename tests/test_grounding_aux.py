@@ -1,0 +1,47 @@
+"""scripts/grounding_aux.py: SFT with a training-only probe that marks the named object's image cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import fakedata as fd
+
+
+@pytest.fixture(scope="module")
+def aux():
+    return fd.load_script("grounding_aux", register=True)
+
+
+def test_cell_targets_are_the_named_objects_share_of_each_cell_in_raster_order(aux):
+    mask = np.zeros((224, 224), dtype=bool)
+    mask[56:84, 84:112] = True  # exactly cell (row 2, column 3)
+    mask[0:14, 0:28] = True  # the top half of cell (0, 0)
+    cells = aux.cell_targets(mask, 224)
+    assert cells.shape == (64,)
+    assert cells[2 * 8 + 3] == 1.0 and cells[0] == 0.5
+    assert np.count_nonzero(cells) == 2
+    # masks of another size are resized to the frame first, as the images are
+    big = np.kron(mask, np.ones((2, 1), dtype=bool))  # 448 x 224
+    np.testing.assert_allclose(aux.cell_targets(big, 224), cells)
+
+
+@pytest.mark.parametrize("weight", ["1.0", "0"])
+def test_a_short_run_saves_an_ordinary_checkpoint(aux, tmp_path, weight):
+    from segr1.data.synthetic import write_scenes
+    from segr1.policies import load_policy
+    from segr1.policies.tiny import tiny_model_dir
+
+    scenes = tmp_path / "scenes"
+    write_scenes("referring-colour", 6, scenes, seed=1, min_size=160, max_size=200, progress=False)
+    out = tmp_path / "out"
+    argv = ["--init", str(tiny_model_dir()), "--train", str(scenes), "--out", str(out)]
+    assert aux.main([*argv, "--steps", "2", "--batch", "2", "--aux-weight", weight, "--threads", "1"]) == 0
+    meta = json.loads((out / "segr1_policy.json").read_text())
+    assert meta["prompt_style"] == "segr1-text-first" and meta["task"] == "referring"
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and (rows[-1]["aux"] > 0) == (weight != "0")
+    policy = load_policy(f"hf:{out}", device="cpu")  # loads as a plain Qwen2.5-VL: the probe is not saved
+    assert not any("probe" in k for k in policy.model.state_dict())
