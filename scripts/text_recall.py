@@ -49,6 +49,10 @@ def sample(rng: random.Random, min_entries: int = 2, max_entries: int = 4, layou
         prompt = f"{phrase}, one of: {listing}. Answer:"
     elif layout == "phrase-last":
         prompt = f"One of: {listing}. Find {phrase}. Answer:"
+    elif layout == "segr1-instruction":  # segr1's whole referring instruction (frame note, format rules)
+        from segr1 import prompts
+
+        prompt = prompts.build_instruction("referring", f"{phrase}, one of: {listing}", frame=224) + "\n"
     else:
         raise ValueError(f"unknown layout {layout!r}")
     b = entries[target][2]
@@ -156,7 +160,7 @@ def train(model, tok, examples, steps: int, batch: int, lr: float, log_every: in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="NAME=theta=T or NAME=checkpoint folder")
-    ap.add_argument("--layout", default="phrase-first", choices=["phrase-first", "phrase-last"])
+    ap.add_argument("--layout", default="phrase-first", choices=["phrase-first", "phrase-last", "segr1-instruction"])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -15,7 +15,7 @@ def recall():
     return fd.load_script("text_recall", register=True)
 
 
-@pytest.mark.parametrize("layout", ["phrase-first", "phrase-last"])
+@pytest.mark.parametrize("layout", ["phrase-first", "phrase-last", "segr1-instruction"])
 def test_examples_name_one_entry_and_answer_with_its_box(recall, layout):
     rng = random.Random(0)
     for _ in range(200):
