@@ -160,7 +160,9 @@ def train(model, tok, examples, steps: int, batch: int, lr: float, log_every: in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="NAME=theta=T or NAME=checkpoint folder")
-    ap.add_argument("--layout", default="phrase-first", choices=["phrase-first", "phrase-last", "segr1-instruction"])
+    ap.add_argument(
+        "--layout", default="phrase-first", choices=["phrase-first", "phrase-last", "segr1-instruction"]
+    )
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
