@@ -38,6 +38,55 @@ def cell_targets(mask: np.ndarray, frame: int, cell: int = 28) -> np.ndarray:
     return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
 
 
+def task_line_style():
+    """``segr1-text-first`` cut to its task line ("Identify and segment the red shape."), then the image: the
+    phrase a few tokens before the image, with no frame note or format rules in between. Not registered; a
+    checkpoint trained with it records ``prompt_style: null`` and ``grounding_aux.task_line_only``."""
+    from segr1.styles.segr1 import Segr1TextFirstStyle
+
+    class TaskLineStyle(Segr1TextFirstStyle):
+        name = "segr1-task-line (grounding_aux)"
+
+        def user(self, task, text=None, *, frame=None, stage="eval", query_kind=None):
+            return super().user(task, text, frame=frame, stage=stage, query_kind=query_kind).splitlines()[0]
+
+    return TaskLineStyle()
+
+
+def evaluate(folder, style, val: Path, n: int) -> dict:
+    """scripts/image_use.py's shuffled-image / shuffled-text losses and greedy boxes, prompted with ``style``."""
+    from segr1.data.folders import read_manifest
+    from segr1.data.io import read_image, read_mask
+
+    image_use = _image_use()
+    samples = sorted(read_manifest(val / "manifest.jsonl"), key=lambda s: Path(s.image).name)[:n]
+    images = [read_image(s.image) for s in samples]
+    masks = [read_mask(s.mask) for s in samples]
+    texts, metas = [s.text for s in samples], [s.meta for s in samples]
+    pipe = image_use._pipeline(str(folder), 8, "referring")
+    from segr1.styles import get_style
+
+    pipe.style = get_style(style)
+    row = {
+        "n": len(images),
+        **image_use.shuffled_loss(pipe, images, masks, "object", 8, texts, "interior", metas),
+    }
+    row.update(image_use.greedy_boxes(pipe, images, masks, texts, metas))
+    return row
+
+
+def _image_use():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).with_name("image_use.py")
+    spec = importlib.util.spec_from_file_location("image_use", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("image_use", module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", required=True, help="checkpoint folder to start from")
@@ -53,6 +102,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--task-line-only", action="store_true", help="prompt with the task line only (see task_line_style)"
+    )
+    ap.add_argument("--val", type=Path, help="scene folder to score the result on (image_use.py's columns)")
+    ap.add_argument("--val-n", type=int, default=64)
     args = ap.parse_args(argv)
 
     import torch
@@ -76,7 +130,8 @@ def main(argv=None) -> int:
             return [np.zeros(np.asarray(image).shape[:2], dtype=bool) for _ in prompts]
 
     pipe = SegR1Pipeline(policy, _NoSegmenter(), task="referring")
-    style, frame = get_style(args.prompt_style), pipe.frame
+    style = task_line_style() if args.task_line_only else get_style(args.prompt_style)
+    frame = pipe.frame
     samples = read_manifest(Path(args.train) / "manifest.jsonl")
     image_id = model.config.image_token_id
     hidden = model.config.text_config.hidden_size
@@ -157,13 +212,17 @@ def main(argv=None) -> int:
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     meta = json.loads((Path(args.init) / "segr1_policy.json").read_text())
-    meta.update(prompt_style=args.prompt_style, task="referring", tasks=["referring"], trained=True,
+    meta.update(prompt_style=None if args.task_line_only else args.prompt_style, task="referring", tasks=["referring"], trained=True,
                 grounding_aux={k: str(v) for k, v in vars(args).items()})  # fmt: skip
     (args.out / "segr1_policy.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     for name in ("chat_template.jinja",):
         if (Path(args.init) / name).is_file() and not (args.out / name).is_file():
             shutil.copy(Path(args.init) / name, args.out / name)
+    if args.val:
+        row = evaluate(args.out, style, args.val, args.val_n)
+        (args.out / "val.json").write_text(json.dumps(row, indent=1) + "\n")
+        print(json.dumps(row), flush=True)
     return 0
 
 

@@ -38,10 +38,30 @@ def test_a_short_run_saves_an_ordinary_checkpoint(aux, tmp_path, weight):
     write_scenes("referring-colour", 6, scenes, seed=1, min_size=160, max_size=200, progress=False)
     out = tmp_path / "out"
     argv = ["--init", str(tiny_model_dir()), "--train", str(scenes), "--out", str(out)]
-    assert aux.main([*argv, "--steps", "2", "--batch", "2", "--aux-weight", weight, "--threads", "1"]) == 0
+    short = weight == "0"  # the control run also tries the task-line prompt and the scoring on scenes
+    extra = ["--task-line-only", "--val", str(scenes), "--val-n", "3"] if short else []
+    assert (
+        aux.main([*argv, "--steps", "2", "--batch", "2", "--aux-weight", weight, "--threads", "1", *extra])
+        == 0
+    )
     meta = json.loads((out / "segr1_policy.json").read_text())
-    assert meta["prompt_style"] == "segr1-text-first" and meta["task"] == "referring"
+    assert meta["prompt_style"] == (None if short else "segr1-text-first") and meta["task"] == "referring"
+    if short:
+        row = json.loads((out / "val.json").read_text())
+        assert row["n"] == 3 and {"gain", "text_gain", "box_iou", "named"} <= set(row)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and (rows[-1]["aux"] > 0) == (weight != "0")
     policy = load_policy(f"hf:{out}", device="cpu")  # loads as a plain Qwen2.5-VL: the probe is not saved
     assert not any("probe" in k for k in policy.model.state_dict())
+
+
+def test_the_task_line_style_keeps_only_the_phrase_line_before_the_image(aux):
+    from segr1.styles import get_style
+
+    style = aux.task_line_style()
+    full = get_style("segr1-text-first").user("referring", "the red shape", frame=224)
+    short = style.user("referring", "the red shape", frame=224)
+    assert short == full.splitlines()[0] and "the red shape" in short and "\n" not in short
+    assert len(short) < len(full) / 3
+    content = style.messages("IMAGE", short)[-1]["content"]
+    assert [part["type"] for part in content] == ["text", "image"]
