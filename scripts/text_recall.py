@@ -157,6 +157,19 @@ def train(model, tok, examples, steps: int, batch: int, lr: float, log_every: in
     return log
 
 
+def _save(model, source: Path, out: Path, workdir: Path) -> None:
+    """The trained weights, with the source checkpoint's processor, tokenizer and segr1_policy.json."""
+    import shutil
+
+    if not source.is_dir():  # a fresh theta=T model: its folder is the first one built in workdir
+        source = sorted(p for p in workdir.iterdir() if p.is_dir())[0]
+    out.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        if f.is_file() and f.name not in ("model.safetensors", "config.json"):
+            shutil.copy(f, out / f.name)
+    model.save_pretrained(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="NAME=theta=T or NAME=checkpoint folder")
@@ -170,7 +183,12 @@ def main(argv=None) -> int:
     ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-json", type=Path)
+    ap.add_argument(
+        "--save", type=Path, help="save the (one) trained model here, e.g. to warm-start SFT from"
+    )
     args = ap.parse_args(argv)
+    if args.save and len(args.run) != 1:
+        ap.error("--save takes exactly one --run")
 
     import torch
 
@@ -190,6 +208,8 @@ def main(argv=None) -> int:
             log = train(model, tok, train_set, args.steps, args.batch, args.lr, max(1, args.steps // 10))
             seconds = time.time() - t0
             after = evaluate(model, tok, test_set)
+            if args.save:
+                _save(model, Path(spec.partition(",static=")[0]), args.save, Path(tmp))
             theta = model.config.text_config.rope_parameters.get("rope_theta")
             results.append(
                 {

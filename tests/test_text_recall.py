@@ -75,3 +75,17 @@ def test_a_short_run_reports_each_model(recall, tmp_path, capsys):
     runs = json.loads(out.read_text())["results"]
     assert [r["run"] for r in runs] == ["plain", "static"]
     assert all(len(r["log"]) >= 1 and r["after"]["n"] == 3 for r in runs)
+
+
+def test_save_writes_a_loadable_checkpoint_with_the_static_pairs(recall, tmp_path):
+    from segr1.policies import load_policy
+    from segr1.policies.tiny import tiny_model_dir
+
+    out = tmp_path / "saved"
+    args = ["--run", f"warm={tiny_model_dir()},static=2", "--steps", "1", "--batch", "2", "--train-n", "4"]
+    assert recall.main([*args, "--test-n", "1", "--threads", "1", "--save", str(out)]) == 0
+    policy = load_policy(f"hf:{out}", device="cpu")
+    assert policy.model.config.text_config.rope_parameters["rope_type"] == "longrope"
+    assert (out / "segr1_policy.json").is_file() and (out / "tokenizer.json").is_file()
+    with pytest.raises(SystemExit):
+        recall.main(["--run", "a=theta=10", "--run", "b=theta=10", "--save", str(out)])
