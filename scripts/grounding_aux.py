@@ -53,8 +53,9 @@ def task_line_style():
     return TaskLineStyle()
 
 
-def evaluate(folder, style, val: Path, n: int) -> dict:
-    """scripts/image_use.py's shuffled-image / shuffled-text losses and greedy boxes, prompted with ``style``."""
+def evaluate(pipe, val: Path, n: int) -> dict:
+    """scripts/image_use.py's shuffled-image / shuffled-text losses and greedy boxes for ``pipe`` (its policy,
+    its prompt style) on the first ``n`` scenes of ``val``."""
     from segr1.data.folders import read_manifest
     from segr1.data.io import read_image, read_mask
 
@@ -63,10 +64,6 @@ def evaluate(folder, style, val: Path, n: int) -> dict:
     images = [read_image(s.image) for s in samples]
     masks = [read_mask(s.mask) for s in samples]
     texts, metas = [s.text for s in samples], [s.meta for s in samples]
-    pipe = image_use._pipeline(str(folder), 8, "referring")
-    from segr1.styles import get_style
-
-    pipe.style = get_style(style)
     row = {
         "n": len(images),
         **image_use.shuffled_loss(pipe, images, masks, "object", 8, texts, "interior", metas),
@@ -76,13 +73,15 @@ def evaluate(folder, style, val: Path, n: int) -> dict:
 
 
 def _image_use():
+    """The sibling script scripts/image_use.py as a module (the one already imported, if any)."""
     import importlib.util
     import sys
 
-    path = Path(__file__).with_name("image_use.py")
-    spec = importlib.util.spec_from_file_location("image_use", path)
+    if "image_use" in sys.modules:
+        return sys.modules["image_use"]
+    spec = importlib.util.spec_from_file_location("image_use", Path(__file__).with_name("image_use.py"))
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("image_use", module)
+    sys.modules["image_use"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -116,22 +115,14 @@ def main(argv=None) -> int:
     from segr1.data.io import read_image, read_mask
     from segr1.data.trl import sft_target
     from segr1.geometry import resize_to_frame
-    from segr1.pipeline import SegR1Pipeline
-    from segr1.policies import load_policy
     from segr1.styles import get_style
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    policy = load_policy(f"hf:{args.init}", device="cpu")
-    model, processor = policy.model, policy.processor
-
-    class _NoSegmenter:
-        def segment(self, image, prompts):
-            return [np.zeros(np.asarray(image).shape[:2], dtype=bool) for _ in prompts]
-
-    pipe = SegR1Pipeline(policy, _NoSegmenter(), task="referring")
-    style = task_line_style() if args.task_line_only else get_style(args.prompt_style)
-    frame = pipe.frame
+    image_use = _image_use()
+    pipe = image_use._pipeline(args.init, 8, "referring")
+    pipe.style = task_line_style() if args.task_line_only else get_style(args.prompt_style)
+    model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     samples = read_manifest(Path(args.train) / "manifest.jsonl")
     image_id = model.config.image_token_id
     hidden = model.config.text_config.hidden_size
@@ -143,8 +134,8 @@ def main(argv=None) -> int:
         opt,
         lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
     )
-    end = processor.tokenizer.eos_token or ""
-    processor.tokenizer.padding_side = "right"
+    side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "right"  # answer_batch: the prompt starts each row
     rng = random.Random(args.seed)
     log, t0 = [], time.time()
     model.train()
@@ -152,13 +143,7 @@ def main(argv=None) -> int:
         batch = rng.sample(samples, args.batch)
         images = [resize_to_frame(Image.fromarray(read_image(s.image)), frame) for s in batch]
         masks = [read_mask(s.mask) for s in batch]
-        prompts = []
-        for image, s in zip(images, batch, strict=True):
-            user = style.user("referring", s.text, frame=frame, stage=pipe.stage)
-            messages = style.messages(image, user, None, stage=pipe.stage)
-            prompts.append(
-                processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            )
+        prompts = [image_use.prompt_text(pipe, image, s.text) for image, s in zip(images, batch, strict=True)]
         targets = [
             sft_target(
                 m,
@@ -171,20 +156,7 @@ def main(argv=None) -> int:
             )
             for m in masks
         ]
-        lengths = [
-            len(processor(text=[p], images=[im])["input_ids"][0])
-            for p, im in zip(prompts, images, strict=True)
-        ]
-        enc = processor(
-            text=[p + t + end for p, t in zip(prompts, targets, strict=True)],
-            images=images,
-            padding=True,
-            return_tensors="pt",
-        )
-        labels = enc["input_ids"].clone()
-        for row, n in enumerate(lengths):
-            labels[row, :n] = -100
-        labels[enc["attention_mask"] == 0] = -100
+        enc, labels = image_use.answer_batch(processor, prompts, images, targets)
         out = model(**enc, labels=labels, output_hidden_states=True)
         loss = out.loss
         aux = torch.zeros(())
@@ -208,6 +180,7 @@ def main(argv=None) -> int:
             log.append(row)
             print(json.dumps(row), flush=True)
     model.eval()
+    processor.tokenizer.padding_side = side  # the policy generates with its own (left) padding
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
@@ -220,7 +193,7 @@ def main(argv=None) -> int:
         if (Path(args.init) / name).is_file() and not (args.out / name).is_file():
             shutil.copy(Path(args.init) / name, args.out / name)
     if args.val:
-        row = evaluate(args.out, style, args.val, args.val_n)
+        row = evaluate(pipe, args.val, args.val_n)
         (args.out / "val.json").write_text(json.dumps(row, indent=1) + "\n")
         print(json.dumps(row), flush=True)
     return 0

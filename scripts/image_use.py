@@ -53,6 +53,31 @@ def _pipeline(folder: str, batch_size: int, task: str = "foreground", max_new_to
     )
 
 
+def prompt_text(pipe, image, text: str | None) -> str:
+    """The chat-template prompt ``pipe`` gives the policy for ``image`` and the scene's ``text``."""
+    user = pipe.style.user(pipe.task, text, frame=pipe.frame, stage=pipe.stage)
+    messages = pipe.style.messages(image, user, pipe.system_for(user), stage=pipe.stage)
+    return pipe.policy.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def answer_batch(processor, prompts: list[str], images: list, targets: list[str]):
+    """Processor inputs for each prompt + its target answer + the end token, and labels that score only the
+    answer (and end) tokens. The tokenizer must pad on the right: the prompt starts each row."""
+    end = processor.tokenizer.eos_token or ""
+    lengths = [
+        len(processor(text=[p], images=[im])["input_ids"][0]) for p, im in zip(prompts, images, strict=True)
+    ]
+    enc = processor(
+        text=[p + t + end for p, t in zip(prompts, targets, strict=True)],
+        images=images, padding=True, return_tensors="pt",
+    )  # fmt: skip
+    labels = enc["input_ids"].clone()
+    for row, n in enumerate(lengths):
+        labels[row, :n] = -100
+    labels[enc["attention_mask"] == 0] = -100
+    return enc, labels
+
+
 def shuffled_loss(
     pipe,
     images,
@@ -85,30 +110,15 @@ def shuffled_loss(
     ]  # fmt: skip
     targets = [sft_target(m, frame=frame, rng=i, n_pos=1, n_neg=0, think=t, point_mode=point_mode)
                for i, (m, t) in enumerate(zip(masks, thinks, strict=True))]  # fmt: skip
-    end = processor.tokenizer.eos_token or ""
-
-    def prompt(image, text) -> str:
-        user = pipe.style.user(pipe.task, text, frame=frame, stage=pipe.stage)
-        messages = pipe.style.messages(image, user, pipe.system_for(user), stage=pipe.stage)
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def mean_loss(shown: list, shown_texts: list) -> float:
         per_scene = []
         for s in range(0, len(shown), batch):
             ims = shown[s : s + batch]
-            prompts = [prompt(im, tx) for im, tx in zip(ims, shown_texts[s : s + batch], strict=True)]
-            lengths = [
-                len(processor(text=[p], images=[im])["input_ids"][0])
-                for p, im in zip(prompts, ims, strict=True)
+            prompts = [
+                prompt_text(pipe, im, tx) for im, tx in zip(ims, shown_texts[s : s + batch], strict=True)
             ]
-            enc = processor(
-                text=[p + t + end for p, t in zip(prompts, targets[s : s + batch], strict=True)],
-                images=ims, padding=True, return_tensors="pt",
-            )  # fmt: skip
-            labels = enc["input_ids"].clone()
-            for row, n in enumerate(lengths):
-                labels[row, :n] = -100
-            labels[enc["attention_mask"] == 0] = -100
+            enc, labels = answer_batch(processor, prompts, ims, targets[s : s + batch])
             with torch.no_grad():
                 logits = model(**enc).logits[:, :-1].float()
             ce = torch.nn.functional.cross_entropy(

@@ -74,7 +74,7 @@ def _load(spec: str, workdir: Path):
     if static:
         folder = with_static_rope_pairs(folder, workdir / f"{tag}-static", int(static))
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
-    return model, AutoTokenizer.from_pretrained(folder)
+    return model, AutoTokenizer.from_pretrained(folder), folder
 
 
 def _batch(tok, examples):
@@ -93,17 +93,11 @@ def _batch(tok, examples):
     return torch.tensor(ids), torch.tensor(mask), torch.tensor(labels)
 
 
-def _iou(a, b) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def evaluate(model, tok, examples) -> dict:
     """Greedy answers: exact copies of the named entry, and which entry the answer box is closest to."""
     import torch
+
+    from segr1.geometry import box_iou
 
     exact = chosen = parsed = 0
     chance = 0.0
@@ -122,7 +116,7 @@ def evaluate(model, tok, examples) -> dict:
             parsed += 1
             box = tuple(int(v) for v in m.groups())
             exact += box == boxes[target]
-            ious = [_iou(box, b) for b in boxes]
+            ious = [box_iou(box, b) for b in boxes]
             chosen += max(range(len(boxes)), key=ious.__getitem__) == target and max(ious) > 0
     n = len(examples)
     return {
@@ -157,12 +151,10 @@ def train(model, tok, examples, steps: int, batch: int, lr: float, log_every: in
     return log
 
 
-def _save(model, source: Path, out: Path, workdir: Path) -> None:
-    """The trained weights, with the source checkpoint's processor, tokenizer and segr1_policy.json."""
+def _save(model, source: Path, out: Path) -> None:
+    """The trained weights, with the processor, tokenizer and segr1_policy.json of the folder they came from."""
     import shutil
 
-    if not source.is_dir():  # a fresh theta=T model: its folder is the first one built in workdir
-        source = sorted(p for p in workdir.iterdir() if p.is_dir())[0]
     out.mkdir(parents=True, exist_ok=True)
     for f in source.iterdir():
         if f.is_file() and f.name not in ("model.safetensors", "config.json"):
@@ -202,14 +194,14 @@ def main(argv=None) -> int:
         for run in args.run:
             name, _, spec = run.partition("=")
             print(f"{name}: {spec}", flush=True)
-            model, tok = _load(spec, Path(tmp))
+            model, tok, folder = _load(spec, Path(tmp))
             before = evaluate(model, tok, test_set)
             t0 = time.time()
             log = train(model, tok, train_set, args.steps, args.batch, args.lr, max(1, args.steps // 10))
             seconds = time.time() - t0
             after = evaluate(model, tok, test_set)
             if args.save:
-                _save(model, Path(spec.partition(",static=")[0]), args.save, Path(tmp))
+                _save(model, folder, args.save)
             theta = model.config.text_config.rope_parameters.get("rope_theta")
             results.append(
                 {
