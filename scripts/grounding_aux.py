@@ -9,6 +9,15 @@ probe asks them to mark the object the phrase names; the answer can then box the
 a salient one. The probe is dropped when the model is saved: the checkpoint is an ordinary Qwen2.5-VL.
 ``--aux-weight 0`` is the same loop without the term, the control.
 
+``--attn-weight W`` adds a second training-only term that works on the step the answer needs: head
+``--attn-head`` of decoder layer ``--attn-layer`` is taught, at the answer positions before the first box digit
+(``pre_coordinate_queries``), to put its attention
+on the image tokens of the named object (cross-entropy between the named object's cell coverage, normalised
+to a distribution over the 64 image tokens, and the head's attention weights on them). Its query can only
+pick the named object if it carries the phrase's word, which earlier layers must fetch; so the term asks for
+the phrase-to-object match directly instead of through the answer's digits. It needs eager attention (set
+here), and adds no parameters.
+
     python scripts/grounding_aux.py --init runs/static/init --train runs/embedded-capacity/data/referring-colour-train \\
         --steps 1000 --aux-weight 1.0 --out runs/grounding/aux
 
@@ -36,6 +45,44 @@ def cell_targets(mask: np.ndarray, frame: int, cell: int = 28) -> np.ndarray:
     m = resize_to_frame(mask.astype(bool), frame).astype(np.float32)
     g = frame // cell
     return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
+
+
+def pre_coordinate_queries(input_ids, labels, digit_ids):
+    """(B, L) mask of the positions that predict the answer's tokens up to its first coordinate digit: the
+    last prompt token and the think / ``<bbox>[`` tokens. Later answer positions are left out, because
+    teacher forcing has already shown them the named object's box digits: a head could find the object from
+    those instead of from the phrase."""
+    import torch
+
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    for row in range(labels.shape[0]):
+        answer = (labels[row] != -100).nonzero().squeeze(-1)
+        if answer.numel() == 0:
+            continue
+        digits = [int(i) for i in answer if int(input_ids[row, i]) in digit_ids]
+        stop = digits[0] if digits else int(answer[-1]) + 1
+        mask[row, int(answer[0]) - 1 : stop] = True
+    return mask
+
+
+def attention_loss(weights, is_image, queries, coverage):
+    """Cross-entropy of one head's attention ``weights`` (B, L, L) at the ``queries`` positions (B x L mask)
+    against the named object's ``coverage`` (B, cells) normalised over the image tokens (``is_image``, B x L,
+    ``cells`` of them per row in raster order). Rows whose object covers no cell are skipped."""
+    import torch
+
+    goal = coverage / coverage.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    total, count = weights.new_zeros(()), 0
+    for row in range(weights.shape[0]):
+        keys = is_image[row].nonzero().squeeze(-1)
+        if keys.numel() != goal.shape[1]:
+            raise SystemExit(f"{keys.numel()} image tokens in a scene, {goal.shape[1]} cells")
+        if coverage[row].sum() <= 0 or not queries[row].any():
+            continue
+        w = weights[row][queries[row]][:, keys]  # (query positions, image tokens)
+        total = total - (goal[row] * torch.log(w.clamp_min(1e-9))).sum(dim=1).mean()
+        count += 1
+    return total / max(count, 1)
 
 
 def task_line_style():
@@ -72,6 +119,64 @@ def evaluate(pipe, val: Path, n: int) -> dict:
     return row
 
 
+def box_cells(box, size, frame: int, cell: int = 28, share: float = 0.3) -> np.ndarray:
+    """Cells (raster order) that an object's box ``[x1, y1, x2, y2]`` in an image of ``size`` (w, h) covers by
+    more than ``share`` once mapped to the frame."""
+    w, h = size
+    m = np.zeros((frame, frame), dtype=np.float32)
+    x1, y1, x2, y2 = box
+    m[int(y1 * frame / h) : math.ceil(y2 * frame / h), int(x1 * frame / w) : math.ceil(x2 * frame / w)] = 1
+    g = frame // cell
+    return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1) > share
+
+
+def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:
+    """Of the attention that head ``head`` of decoder layer ``layer`` gives the two objects' image tokens at
+    the pre-coordinate answer positions (teacher-forced GT answer), the share on the named object: with the
+    scene's own phrase, and with the phrase naming the other object's colour. A head that selects by the
+    phrase moves with it (own high, swapped low); an image-only cue gives both the same share. Two-object
+    scenes whose phrase names the target's colour only."""
+    import torch
+    from PIL import Image
+
+    from segr1.data.folders import read_manifest
+    from segr1.data.io import read_image, read_mask
+    from segr1.data.trl import sft_target
+    from segr1.geometry import resize_to_frame
+
+    image_use = _image_use()
+    model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
+    model.set_attn_implementation("eager")
+    side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "right"
+    digit_ids = {i for t, i in processor.tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
+    shares = {"own": [], "swapped": []}
+    for s in sorted(read_manifest(val / "manifest.jsonl"), key=lambda s: Path(s.image).name)[:n]:
+        objects, t = s.meta["objects"], s.meta["target"]
+        if len(objects) != 2 or objects[t]["colour"] not in s.text:
+            continue
+        other = objects[1 - t]
+        image = resize_to_frame(Image.fromarray(read_image(s.image)), frame)
+        answer = sft_target(read_mask(s.mask), frame=frame, rng=0, n_pos=1, n_neg=0, think="object",
+                            point_mode="interior")  # fmt: skip
+        named, rest = (box_cells(o["box"], s.meta["size"], frame) for o in (objects[t], other))
+        for kind, text in (
+            ("own", s.text),
+            ("swapped", s.text.replace(objects[t]["colour"], other["colour"])),
+        ):
+            enc, labels = image_use.answer_batch(
+                processor, [image_use.prompt_text(pipe, image, text)], [image], [answer]
+            )
+            with torch.no_grad():
+                weights = model(**enc, output_attentions=True).attentions[layer][0, head]
+            queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)[0]
+            w = weights[queries][:, enc["input_ids"][0] == model.config.image_token_id].mean(0).numpy()
+            shares[kind].append(float(w[named].sum() / max(w[named].sum() + w[rest].sum(), 1e-9)))
+    processor.tokenizer.padding_side = side
+    return {f"attention_share_{k}": round(float(np.mean(v)), 4) for k, v in shares.items()} | {
+        "attention_scenes": len(shares["own"])
+    }
+
+
 def _image_use():
     """The sibling script scripts/image_use.py as a module (the one already imported, if any)."""
     import importlib.util
@@ -99,6 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--layer", type=int, default=2, help="decoder layer whose output the probe reads (1..layers)"
     )
+    ap.add_argument("--attn-weight", type=float, default=0.0, help="weight of the attention term (0: none)")
+    ap.add_argument("--attn-layer", type=int, default=1, help="decoder layer (0-based) of the taught head")
+    ap.add_argument("--attn-head", type=int, default=0, help="the taught head")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -123,6 +231,10 @@ def main(argv=None) -> int:
     pipe = image_use._pipeline(args.init, 8, "referring")
     pipe.style = task_line_style() if args.task_line_only else get_style(args.prompt_style)
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
+    if args.attn_weight > 0:
+        model.set_attn_implementation("eager")  # attention weights are returned only by eager attention
+    vocab = processor.tokenizer.get_vocab()
+    digit_ids = {i for t, i in vocab.items() if any(c.isdigit() for c in t)}
     samples = read_manifest(Path(args.train) / "manifest.jsonl")
     image_id = model.config.image_token_id
     hidden = model.config.text_config.hidden_size
@@ -157,9 +269,17 @@ def main(argv=None) -> int:
             for m in masks
         ]
         enc, labels = image_use.answer_batch(processor, prompts, images, targets)
-        out = model(**enc, labels=labels, output_hidden_states=True)
+        out = model(**enc, labels=labels, output_hidden_states=True, output_attentions=args.attn_weight > 0)
         loss = out.loss
         aux = torch.zeros(())
+        attn = torch.zeros(())
+        if args.attn_weight > 0:
+            attn = attention_loss(
+                out.attentions[args.attn_layer][:, args.attn_head], enc["input_ids"] == image_id,
+                pre_coordinate_queries(enc["input_ids"], labels, digit_ids),
+                torch.tensor(np.stack([cell_targets(m, frame) for m in masks])),
+            )  # fmt: skip
+            loss = loss + args.attn_weight * attn
         if args.aux_weight > 0:
             h = out.hidden_states[args.layer]  # (B, L, hidden): the output of decoder layer `layer`
             where = enc["input_ids"] == image_id
@@ -176,6 +296,7 @@ def main(argv=None) -> int:
         sched.step()
         if step % 10 == 0 or step == args.steps:
             row = {"step": step, "loss": round(out.loss.item(), 4), "aux": round(aux.item(), 4),
+                   "attn": round(attn.item(), 4),
                    "seconds": round(time.time() - t0, 1)}  # fmt: skip
             log.append(row)
             print(json.dumps(row), flush=True)
@@ -194,6 +315,8 @@ def main(argv=None) -> int:
             shutil.copy(Path(args.init) / name, args.out / name)
     if args.val:
         row = evaluate(pipe, args.val, args.val_n)
+        if args.attn_weight > 0:
+            row.update(attention_share(pipe, args.val, args.val_n, args.attn_layer, args.attn_head))
         (args.out / "val.json").write_text(json.dumps(row, indent=1) + "\n")
         print(json.dumps(row), flush=True)
     return 0
