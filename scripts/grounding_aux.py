@@ -18,6 +18,13 @@ pick the named object if it carries the phrase's word, which earlier layers must
 the phrase-to-object match directly instead of through the answer's digits. It needs eager attention (set
 here), and adds no parameters.
 
+What the head returns is a mix of the named object's image-token values, which says *which* object but
+not *where* unless those values hold their token's place. ``--pos-weight`` adds a training-only linear
+probe that reads each image token's (column, row) in the 8 x 8 grid from the input of the taught layer
+(mean squared error on coordinates in [0, 1]); ``--box-weight`` a probe that reads the named object's box
+(x1, y1, x2, y2 over the frame) from the output of the taught layer at the pre-coordinate positions. Both
+probes are dropped when the model is saved.
+
     python scripts/grounding_aux.py --init runs/static/init --train runs/embedded-capacity/data/referring-colour-train \\
         --steps 1000 --aux-weight 1.0 --out runs/grounding/aux
 
@@ -47,6 +54,11 @@ def cell_targets(mask: np.ndarray, frame: int, cell: int = 28) -> np.ndarray:
     return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
 
 
+def digit_token_ids(tokenizer) -> set[int]:
+    """Ids of the vocabulary's tokens that hold a digit: the first of them in an answer starts its coordinates."""
+    return {i for t, i in tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
+
+
 def pre_coordinate_queries(input_ids, labels, digit_ids):
     """(B, L) mask of the positions that predict the answer's tokens up to its first coordinate digit: the
     last prompt token and the think / ``<bbox>[`` tokens. Later answer positions are left out, because
@@ -60,7 +72,7 @@ def pre_coordinate_queries(input_ids, labels, digit_ids):
         if answer.numel() == 0:
             continue
         digits = [int(i) for i in answer if int(input_ids[row, i]) in digit_ids]
-        stop = digits[0] if digits else int(answer[-1]) + 1
+        stop = digits[0] if digits else int(answer[-1])  # position i predicts token i + 1
         mask[row, int(answer[0]) - 1 : stop] = True
     return mask
 
@@ -148,7 +160,7 @@ def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     model.set_attn_implementation("eager")
     side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "right"
-    digit_ids = {i for t, i in processor.tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
+    digit_ids = digit_token_ids(processor.tokenizer)
     shares = {"own": [], "swapped": []}
     for s in sorted(read_manifest(val / "manifest.jsonl"), key=lambda s: Path(s.image).name)[:n]:
         objects, t = s.meta["objects"], s.meta["target"]
@@ -207,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-weight", type=float, default=0.0, help="weight of the attention term (0: none)")
     ap.add_argument("--attn-layer", type=int, default=1, help="decoder layer (0-based) of the taught head")
     ap.add_argument("--attn-head", type=int, default=0, help="the taught head")
+    ap.add_argument("--pos-weight", type=float, default=0.0, help="weight of the image-token place probe")
+    ap.add_argument("--box-weight", type=float, default=0.0, help="weight of the named-box probe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -222,7 +236,7 @@ def main(argv=None) -> int:
     from segr1.data.folders import read_manifest
     from segr1.data.io import read_image, read_mask
     from segr1.data.trl import sft_target
-    from segr1.geometry import resize_to_frame
+    from segr1.geometry import mask_to_box, resize_to_frame
     from segr1.styles import get_style
 
     torch.set_num_threads(args.threads)
@@ -233,13 +247,13 @@ def main(argv=None) -> int:
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     if args.attn_weight > 0:
         model.set_attn_implementation("eager")  # attention weights are returned only by eager attention
-    vocab = processor.tokenizer.get_vocab()
-    digit_ids = {i for t, i in vocab.items() if any(c.isdigit() for c in t)}
+    digit_ids = digit_token_ids(processor.tokenizer)
     samples = read_manifest(Path(args.train) / "manifest.jsonl")
     image_id = model.config.image_token_id
     hidden = model.config.text_config.hidden_size
     probe = torch.nn.Linear(hidden, 1)
-    params = list(model.parameters()) + list(probe.parameters())
+    place_probe, box_probe = torch.nn.Linear(hidden, 2), torch.nn.Linear(hidden, 4)
+    params = [*model.parameters(), *probe.parameters(), *place_probe.parameters(), *box_probe.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     warm = 20
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -280,6 +294,24 @@ def main(argv=None) -> int:
                 torch.tensor(np.stack([cell_targets(m, frame) for m in masks])),
             )  # fmt: skip
             loss = loss + args.attn_weight * attn
+        place = box = torch.zeros(())
+        if args.pos_weight > 0:
+            tokens = out.hidden_states[args.attn_layer][enc["input_ids"] == image_id].view(
+                args.batch, -1, hidden
+            )
+            g = math.isqrt(tokens.shape[1])
+            grid = (torch.arange(g, dtype=torch.float32) + 0.5) / g
+            where_goal = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1).reshape(1, -1, 2)
+            place = torch.nn.functional.mse_loss(place_probe(tokens), where_goal.expand(args.batch, -1, -1))
+            loss = loss + args.pos_weight * place
+        if args.box_weight > 0:
+            queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)
+            h = out.hidden_states[args.attn_layer + 1]
+            boxes = [mask_to_box(resize_to_frame(m.astype(bool), frame)) for m in masks]
+            goal = torch.tensor(np.stack([np.asarray(b, dtype=np.float32) / frame for b in boxes]))
+            goal = goal.repeat_interleave(queries.sum(1), dim=0)
+            box = torch.nn.functional.mse_loss(box_probe(h[queries]), goal)
+            loss = loss + args.box_weight * box
         if args.aux_weight > 0:
             h = out.hidden_states[args.layer]  # (B, L, hidden): the output of decoder layer `layer`
             where = enc["input_ids"] == image_id
@@ -296,7 +328,7 @@ def main(argv=None) -> int:
         sched.step()
         if step % 10 == 0 or step == args.steps:
             row = {"step": step, "loss": round(out.loss.item(), 4), "aux": round(aux.item(), 4),
-                   "attn": round(attn.item(), 4),
+                   "attn": round(attn.item(), 4), "place": round(place.item(), 4), "box": round(box.item(), 4),
                    "seconds": round(time.time() - t0, 1)}  # fmt: skip
             log.append(row)
             print(json.dumps(row), flush=True)

@@ -65,3 +65,47 @@ def test_the_task_line_style_keeps_only_the_phrase_line_before_the_image(aux):
     assert len(short) < len(full) / 3
     content = style.messages("IMAGE", short)[-1]["content"]
     assert [part["type"] for part in content] == ["text", "image"]
+
+
+def test_pre_coordinate_queries_stop_before_the_first_digit_of_the_answer(aux):
+    import torch
+
+    # prompt: ids 5 5 5; answer: 7 ("<think>") 8 ("[") 1 ("1", a digit) 9 ("]")
+    input_ids = torch.tensor([[5, 5, 5, 7, 8, 1, 9], [5, 5, 7, 9, 9, 0, 0]])
+    labels = torch.tensor([[-100, -100, -100, 7, 8, 1, 9], [-100, -100, 7, 9, 9, -100, -100]])
+    queries = aux.pre_coordinate_queries(input_ids, labels, {1})
+    # row 0: position 2 (the last prompt token) predicts "<think>", 3 predicts "[", 4 the digit; the digit's own
+    # position 5 (it has seen the digit) and later ones are left out
+    assert queries[0].tolist() == [False, False, True, True, True, False, False]
+    # row 1 has no digit: every position that predicts an answer token (1, 2, 3)
+    assert queries[1].tolist() == [False, True, True, True, False, False, False]
+    assert not aux.pre_coordinate_queries(input_ids, torch.full_like(labels, -100), {1}).any()
+
+
+def test_attention_loss_is_least_when_the_head_attends_as_the_coverage(aux):
+    import torch
+
+    is_image = torch.tensor([[False, True, True, True, True, False]])
+    queries = torch.tensor([[False, False, False, False, False, True]])
+    coverage = torch.tensor([[0.0, 1.0, 1.0, 0.0]])  # the object covers the 2nd and 3rd image tokens
+
+    def loss_for(row):
+        weights = torch.zeros(1, 6, 6)
+        weights[0, 5] = torch.tensor(row)
+        return float(aux.attention_loss(weights, is_image, queries, coverage))
+
+    on = loss_for([0.0, 0.0, 0.5, 0.5, 0.0, 0.0])
+    off = loss_for([0.0, 0.5, 0.0, 0.0, 0.5, 0.0])
+    spread = loss_for([0.0, 0.25, 0.25, 0.25, 0.25, 0.0])
+    assert on == pytest.approx(np.log(2)) and on < spread < off
+    with pytest.raises(SystemExit, match="image tokens"):
+        aux.attention_loss(torch.zeros(1, 6, 6), is_image, queries, torch.ones(1, 3))
+
+
+def test_box_cells_are_the_cells_a_box_covers_by_more_than_the_share(aux):
+    size = (448, 224)  # (width, height): the frame halves x and keeps y
+    cells = aux.box_cells([112, 56, 224, 112], size, 224).reshape(8, 8)  # frame box x 56..112, y 56..112
+    assert cells.dtype == bool and cells.sum() == 4
+    assert cells[2:4, 2:4].all()
+    # a box that covers a fifth of a cell does not count it
+    assert not aux.box_cells([0, 0, 11, 5], size, 224).any()
