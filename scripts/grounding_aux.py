@@ -97,21 +97,6 @@ def attention_loss(weights, is_image, queries, coverage):
     return total / max(count, 1)
 
 
-def task_line_style():
-    """``segr1-text-first`` cut to its task line ("Identify and segment the red shape."), then the image: the
-    phrase a few tokens before the image, with no frame note or format rules in between. Not registered; a
-    checkpoint trained with it records ``prompt_style: null`` and ``grounding_aux.task_line_only``."""
-    from segr1.styles.segr1 import Segr1TextFirstStyle
-
-    class TaskLineStyle(Segr1TextFirstStyle):
-        name = "segr1-task-line (grounding_aux)"
-
-        def user(self, task, text=None, *, frame=None, stage="eval", query_kind=None):
-            return super().user(task, text, frame=frame, stage=stage, query_kind=query_kind).splitlines()[0]
-
-    return TaskLineStyle()
-
-
 def evaluate(pipe, val: Path, n: int) -> dict:
     """scripts/image_use.py's shuffled-image / shuffled-text losses and greedy boxes for ``pipe`` (its policy,
     its prompt style) on the first ``n`` scenes of ``val``."""
@@ -224,7 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--task-line-only", action="store_true", help="prompt with the task line only (see task_line_style)"
+        "--task-line-only",
+        action="store_true",
+        help="prompt with the task line only: the segr1-task-line style (overrides --prompt-style)",
     )
     ap.add_argument("--val", type=Path, help="scene folder to score the result on (image_use.py's columns)")
     ap.add_argument("--val-n", type=int, default=64)
@@ -243,7 +230,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     image_use = _image_use()
     pipe = image_use._pipeline(args.init, 8, "referring")
-    pipe.style = task_line_style() if args.task_line_only else get_style(args.prompt_style)
+    style = get_style("segr1-task-line" if args.task_line_only else args.prompt_style)
+    pipe.style = style
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     if args.attn_weight > 0:
         model.set_attn_implementation("eager")  # attention weights are returned only by eager attention
@@ -338,7 +326,7 @@ def main(argv=None) -> int:
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     meta = json.loads((Path(args.init) / "segr1_policy.json").read_text())
-    meta.update(prompt_style=None if args.task_line_only else args.prompt_style, task="referring", tasks=["referring"], trained=True,
+    meta.update(prompt_style=style.name, task="referring", tasks=["referring"], trained=True,
                 grounding_aux={k: str(v) for k, v in vars(args).items()})  # fmt: skip
     (args.out / "segr1_policy.json").write_text(json.dumps(meta, indent=1) + "\n")
     (args.out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))

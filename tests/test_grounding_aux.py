@@ -45,7 +45,10 @@ def test_a_short_run_saves_an_ordinary_checkpoint(aux, tmp_path, weight):
         == 0
     )
     meta = json.loads((out / "segr1_policy.json").read_text())
-    assert meta["prompt_style"] == (None if short else "segr1-text-first") and meta["task"] == "referring"
+    assert (
+        meta["prompt_style"] == ("segr1-task-line" if short else "segr1-text-first")
+        and meta["task"] == "referring"
+    )
     if short:
         row = json.loads((out / "val.json").read_text())
         assert row["n"] == 3 and {"gain", "text_gain", "box_iou", "named"} <= set(row)
@@ -55,16 +58,21 @@ def test_a_short_run_saves_an_ordinary_checkpoint(aux, tmp_path, weight):
     assert not any("probe" in k for k in policy.model.state_dict())
 
 
-def test_the_task_line_style_keeps_only_the_phrase_line_before_the_image(aux):
+def test_the_task_line_style_keeps_only_the_phrase_line_before_the_image():
     from segr1.styles import get_style
 
-    style = aux.task_line_style()
+    style = get_style("segr1-task-line")
     full = get_style("segr1-text-first").user("referring", "the red shape", frame=224)
     short = style.user("referring", "the red shape", frame=224)
     assert short == full.splitlines()[0] and "the red shape" in short and "\n" not in short
     assert len(short) < len(full) / 3
     content = style.messages("IMAGE", short)[-1]["content"]
-    assert [part["type"] for part in content] == ["text", "image"]
+    assert [part["type"] for part in content] == ["text", "image"] and style.image_first is False
+    assert style.user("foreground", frame=224) == "Identify and segment all the primary objects in the image."
+    query = style.user("reasoning", "which shape is largest?", frame=224)
+    assert query == "which shape is largest?\nIdentify and segment the object that answers this."
+    with pytest.raises(ValueError, match="needs text"):
+        style.user("referring", "  ", frame=224)
 
 
 def test_pre_coordinate_queries_stop_before_the_first_digit_of_the_answer(aux):

@@ -429,7 +429,7 @@ def test_inference_messages_match_what_the_policy_backends_build():
 
     for style in STYLES.values():
         first = getattr(style, "image_first", True)
-        assert first is (style.name not in ("segr1-text-first", "segr1-phrase-image"))
+        assert first is (style.name not in ("segr1-text-first", "segr1-phrase-image", "segr1-task-line"))
         for stage in ("eval", "demo"):
             want = build_messages("IMG", "text", "sys", image_first=first)
             assert style.messages("IMG", "text", "sys", stage=stage) == want
@@ -564,6 +564,26 @@ GOLDEN_RENDERED: dict[str, str] = {
     "segr1-phrase-image/prerl/eval/None": "5c7610471d67cfec",
     "segr1-phrase-image/prerl/demo/None": "5c7610471d67cfec",
     "segr1-phrase-image/prerl/sft/None": "5c7610471d67cfec",
+    "segr1-task-line/foreground/train/None": "413c3a29fc442436",
+    "segr1-task-line/foreground/eval/None": "413c3a29fc442436",
+    "segr1-task-line/foreground/demo/None": "413c3a29fc442436",
+    "segr1-task-line/foreground/sft/None": "413c3a29fc442436",
+    "segr1-task-line/referring/train/None": "a86faaba01b601aa",
+    "segr1-task-line/referring/eval/None": "a86faaba01b601aa",
+    "segr1-task-line/referring/demo/None": "a86faaba01b601aa",
+    "segr1-task-line/referring/sft/None": "a86faaba01b601aa",
+    "segr1-task-line/reasoning/train/sentence": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/train/phrase": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/eval/sentence": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/eval/phrase": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/demo/sentence": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/demo/phrase": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/sft/sentence": "c97b206b41b9f39e",
+    "segr1-task-line/reasoning/sft/phrase": "c97b206b41b9f39e",
+    "segr1-task-line/prerl/train/None": "415d1cd7c234eb7a",
+    "segr1-task-line/prerl/eval/None": "415d1cd7c234eb7a",
+    "segr1-task-line/prerl/demo/None": "415d1cd7c234eb7a",
+    "segr1-task-line/prerl/sft/None": "415d1cd7c234eb7a",
     "seg-r1/foreground/train/None": "a186f0424505b6a8",
     "seg-r1/foreground/eval/None": "71fb16914e1c752e",
     "seg-r1/foreground/demo/None": "71fb16914e1c752e",

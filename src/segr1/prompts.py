@@ -68,8 +68,8 @@ def build_messages(
         [{"role": "system", "content": [{"type": "text", "text": system}]},   # only when system is given
          {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}]}]
 
-    ``image_first=False`` puts the instruction before the image (the ``segr1-text-first`` and
-    ``segr1-phrase-image`` styles, whose ``image_first`` attribute is False); every other style puts the image
+    ``image_first=False`` puts the instruction before the image (the ``segr1-text-first``,
+    ``segr1-phrase-image`` and ``segr1-task-line`` styles, whose ``image_first`` attribute is False); every other style puts the image
     first at inference (``eval`` and ``demo`` stages). The policy backends build their messages with this function; the pipeline passes
     ``image_first=False`` to ``generate`` only for a text-first style.
     """

@@ -17,8 +17,8 @@ stage (``train``: GRPO rollouts; ``eval``: evaluation and ``segr1 segment``; ``d
   the protocol's ``frame_filter`` switch; None: the protocol decides (`segr1.protocol.for_style`).
 
 Styles (one module each): ``segr1`` (:mod:`segr1.styles.segr1`, segr1's own wording; the embedded policy was
-trained on it) and three layouts of the same lines for the embedded model's grounding experiments
-(``segr1-text-first``, ``segr1-phrase-last``, ``segr1-phrase-image``: docs/results_multitask.md), ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte),
+trained on it) and four layouts of the same lines for the embedded model's grounding experiments
+(``segr1-text-first``, ``segr1-phrase-last``, ``segr1-phrase-image``, ``segr1-task-line``: docs/results_multitask.md), ``seg-r1`` (:mod:`segr1.styles.seg_r1`, the Seg-R1 release's strings byte for byte),
 ``seg-zero`` (:mod:`segr1.styles.seg_zero`) and ``vision-reasoner`` (:mod:`segr1.styles.vision_reasoner`), the
 templates of Seg-Zero-7B and VisionReasoner-7B byte for byte (:mod:`segr1.styles._family`).
 
@@ -122,6 +122,7 @@ def _registry() -> dict[str, PromptStyle]:
         Segr1PhraseImageStyle,
         Segr1PhraseLastStyle,
         Segr1Style,
+        Segr1TaskLineStyle,
         Segr1TextFirstStyle,
     )
     from segr1.styles.vision_reasoner import VisionReasonerStyle
@@ -131,6 +132,7 @@ def _registry() -> dict[str, PromptStyle]:
         Segr1TextFirstStyle(),
         Segr1PhraseLastStyle(),
         Segr1PhraseImageStyle(),
+        Segr1TaskLineStyle(),
         SegR1Style(),
         SegZeroStyle(),
         VisionReasonerStyle(),

@@ -77,12 +77,18 @@ _TASK_LINES = {
 
 
 def build_instruction(
-    task: str, text: str | None = None, frame: int | None = None, *, task_line_last: bool = False
+    task: str,
+    text: str | None = None,
+    frame: int | None = None,
+    *,
+    task_line_last: bool = False,
+    task_line_only: bool = False,
 ) -> str:
     """The user-turn instruction for ``task`` (see :func:`segr1.prompts.build_instruction`).
 
     ``task_line_last``: the same lines with the task line ("Identify and segment <expression>.") moved after
-    the format rules, so that it ends the prompt (the ``segr1-phrase-last`` style)."""
+    the format rules, so that it ends the prompt (the ``segr1-phrase-last`` style). ``task_line_only``: the
+    lines before the frame note alone (the ``segr1-task-line`` style)."""
     check_task_stage(task, "eval")
     if frame is None:
         frame = DEFAULT_FRAME[task]
@@ -101,6 +107,8 @@ def build_instruction(
     task_line = _TASK_LINES[task].format(text=text)
     if not task_line_last:
         lines.append(task_line)
+    if task_line_only:
+        return "\n".join(lines)
     lines.append(_FRAME_NOTE.format(frame=frame))
     lines.append(_POINTS_RULES if task == "prerl" else _BOX_RULES)
     if task_line_last:
@@ -238,3 +246,32 @@ class Segr1PhraseImageStyle(Segr1PhraseLastStyle):
     ) -> list[dict[str, Any]]:
         """System turn (if any), then one user turn: the text, then the image."""
         return chat_messages(image, user_text, system, image_first=False)
+
+
+class Segr1TaskLineStyle(Segr1TextFirstStyle):
+    """``segr1-task-line``: only the task line of :class:`Segr1Style`'s instruction ("Identify and segment the
+    red shape."), then the image; no frame note and no format rules.
+
+    The embedded model reads a phrase only when little lies between it and the image (docs/results_multitask.md,
+    "The short prompt with the image"): here the phrase is a few positions before the first image token, and
+    the answer format is learnt from the SFT targets instead of from the rules. The line is
+    :class:`Segr1Style`'s, character for character (the reasoning query keeps its own line before it)."""
+
+    name = "segr1-task-line"
+    description = (
+        "segr1's task line alone, before the image: the phrase a few positions from the image tokens (the "
+        "embedded grounding experiments; the format comes from training, not from the prompt)"
+    )
+
+    def user(
+        self,
+        task: str,
+        text: str | None = None,
+        *,
+        frame: int | None = None,
+        stage: str = "eval",
+        query_kind: str | None = None,
+    ) -> str:
+        """:func:`build_instruction` with ``task_line_only`` (``frame`` is checked but not written)."""
+        check_task_stage(task, stage)
+        return build_instruction(task, text, frame, task_line_only=True)
