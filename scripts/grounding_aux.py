@@ -275,10 +275,10 @@ def main(argv=None) -> int:
         loss = out.loss
         aux = torch.zeros(())
         attn = torch.zeros(())
+        queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)
         if args.attn_weight > 0:
             attn = attention_loss(
-                out.attentions[args.attn_layer][:, args.attn_head], enc["input_ids"] == image_id,
-                pre_coordinate_queries(enc["input_ids"], labels, digit_ids),
+                out.attentions[args.attn_layer][:, args.attn_head], enc["input_ids"] == image_id, queries,
                 torch.tensor(np.stack([cell_targets(m, frame) for m in masks])),
             )  # fmt: skip
             loss = loss + args.attn_weight * attn
@@ -293,7 +293,6 @@ def main(argv=None) -> int:
             place = torch.nn.functional.mse_loss(place_probe(tokens), where_goal.expand(args.batch, -1, -1))
             loss = loss + args.pos_weight * place
         if args.box_weight > 0:
-            queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)
             h = out.hidden_states[args.attn_layer + 1]
             boxes = [mask_to_box(resize_to_frame(m.astype(bool), frame)) for m in masks]
             goal = torch.tensor(np.stack([np.asarray(b, dtype=np.float32) / frame for b in boxes]))

@@ -117,3 +117,25 @@ def test_box_cells_are_the_cells_a_box_covers_by_more_than_the_share(aux):
     assert cells[2:4, 2:4].all()
     # a box that covers a fifth of a cell does not count it
     assert not aux.box_cells([0, 0, 11, 5], size, 224).any()
+
+
+def test_the_attention_place_and_box_terms_train_and_are_not_saved(aux, tmp_path):
+    from segr1.data.synthetic import write_scenes
+    from segr1.policies import load_policy
+    from segr1.policies.tiny import tiny_model_dir
+
+    scenes = tmp_path / "scenes"
+    write_scenes("referring-colour", 6, scenes, seed=1, min_size=160, max_size=200, progress=False)
+    out = tmp_path / "out"
+    argv = ["--init", str(tiny_model_dir()), "--train", str(scenes), "--out", str(out), "--steps", "2",
+            "--batch", "2", "--aux-weight", "0", "--attn-weight", "1", "--pos-weight", "1", "--box-weight", "1",
+            "--threads", "1", "--task-line-only", "--val", str(scenes), "--val-n", "3"]  # fmt: skip
+    assert aux.main(argv) == 0
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last["attn"] > 0 and last["place"] > 0 and last["box"] > 0
+    row = json.loads((out / "val.json").read_text())
+    assert row["attention_scenes"] > 0 and 0 <= row["attention_share_own"] <= 1
+    meta = json.loads((out / "segr1_policy.json").read_text())
+    assert meta["prompt_style"] == "segr1-task-line" and meta["grounding_aux"]["attn_weight"] == "1.0"
+    policy = load_policy(f"hf:{out}", device="cpu")
+    assert not any("probe" in k for k in policy.model.state_dict())
