@@ -121,6 +121,8 @@ class Segr1Style:
 
     name = "segr1"
     answer_format = "seg-r1"
+    task_line_last = False  # build_instruction's layout switches, set by the layout subclasses
+    task_line_only = False
     frame_filter: str | None = None  # the protocol's frame_filter decides
     description = (
         "segr1's own wording: the Seg-R1 content reworded, plus the frame size and the exact answer format in "
@@ -141,9 +143,12 @@ class Segr1Style:
         stage: str = "eval",
         query_kind: str | None = None,
     ) -> str:
-        """:func:`build_instruction` (``stage`` and ``query_kind`` change nothing in this style)."""
+        """:func:`build_instruction` with the class's layout switches (``stage`` and ``query_kind`` change
+        nothing in these styles)."""
         check_task_stage(task, stage)
-        return build_instruction(task, text, frame)
+        return build_instruction(
+            task, text, frame, task_line_last=self.task_line_last, task_line_only=self.task_line_only
+        )
 
     def messages(
         self, image: Any, user_text: str, system: str | None = None, *, stage: str = "eval"
@@ -208,19 +213,7 @@ class Segr1PhraseLastStyle(Segr1Style):
         "segr1's wording with the task line (the referring phrase, the question) last, just before the "
         "answer (the embedded multitask policy)"
     )
-
-    def user(
-        self,
-        task: str,
-        text: str | None = None,
-        *,
-        frame: int | None = None,
-        stage: str = "eval",
-        query_kind: str | None = None,
-    ) -> str:
-        """:func:`build_instruction` with ``task_line_last`` (``stage`` and ``query_kind`` change nothing)."""
-        check_task_stage(task, stage)
-        return build_instruction(task, text, frame, task_line_last=True)
+    task_line_last = True
 
 
 class Segr1PhraseImageStyle(Segr1PhraseLastStyle):
@@ -262,16 +255,4 @@ class Segr1TaskLineStyle(Segr1TextFirstStyle):
         "segr1's task line alone, before the image: the phrase a few positions from the image tokens (the "
         "embedded grounding experiments; the format comes from training, not from the prompt)"
     )
-
-    def user(
-        self,
-        task: str,
-        text: str | None = None,
-        *,
-        frame: int | None = None,
-        stage: str = "eval",
-        query_kind: str | None = None,
-    ) -> str:
-        """:func:`build_instruction` with ``task_line_only`` (``frame`` is checked but not written)."""
-        check_task_stage(task, stage)
-        return build_instruction(task, text, frame, task_line_only=True)
+    task_line_only = True  # the frame is checked but not written
