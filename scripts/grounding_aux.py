@@ -43,58 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cell_targets(mask: np.ndarray, frame: int, cell: int = 28) -> np.ndarray:
-    """Share of each ``cell`` x ``cell`` square of the frame-sized mask that is foreground, in raster order
-    (the order of Qwen2.5-VL's merged image tokens)."""
-    from segr1.geometry import resize_to_frame
-
-    m = resize_to_frame(mask.astype(bool), frame).astype(np.float32)
-    g = frame // cell
-    return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
-
-
-def digit_token_ids(tokenizer) -> set[int]:
-    """Ids of the vocabulary's tokens that hold a digit: the first of them in an answer starts its coordinates."""
-    return {i for t, i in tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
-
-
-def pre_coordinate_queries(input_ids, labels, digit_ids):
-    """(B, L) mask of the positions that predict the answer's tokens up to its first coordinate digit: the
-    last prompt token and the think / ``<bbox>[`` tokens. Later answer positions are left out, because
-    teacher forcing has already shown them the named object's box digits: a head could find the object from
-    those instead of from the phrase."""
-    import torch
-
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    for row in range(labels.shape[0]):
-        answer = (labels[row] != -100).nonzero().squeeze(-1)
-        if answer.numel() == 0:
-            continue
-        digits = [int(i) for i in answer if int(input_ids[row, i]) in digit_ids]
-        stop = digits[0] if digits else int(answer[-1])  # position i predicts token i + 1
-        mask[row, int(answer[0]) - 1 : stop] = True
-    return mask
-
-
-def attention_loss(weights, is_image, queries, coverage):
-    """Cross-entropy of one head's attention ``weights`` (B, L, L) at the ``queries`` positions (B x L mask)
-    against the named object's ``coverage`` (B, cells) normalised over the image tokens (``is_image``, B x L,
-    ``cells`` of them per row in raster order). Rows whose object covers no cell are skipped."""
-    import torch
-
-    goal = coverage / coverage.sum(dim=1, keepdim=True).clamp_min(1e-6)
-    total, count = weights.new_zeros(()), 0
-    for row in range(weights.shape[0]):
-        keys = is_image[row].nonzero().squeeze(-1)
-        if keys.numel() != goal.shape[1]:
-            raise SystemExit(f"{keys.numel()} image tokens in a scene, {goal.shape[1]} cells")
-        if coverage[row].sum() <= 0 or not queries[row].any():
-            continue
-        w = weights[row][queries[row]][:, keys]  # (query positions, image tokens)
-        total = total - (goal[row] * torch.log(w.clamp_min(1e-9))).sum(dim=1).mean()
-        count += 1
-    return total / max(count, 1)
+from segr1.train.grounding import (  # the terms `segr1 train sft` adds; this script is where they were found
+    attention_loss,
+    cell_targets,
+    digit_token_ids,
+    place_loss,
+    pre_coordinate_queries,
+)
 
 
 def evaluate(pipe, val: Path, n: int) -> dict:
@@ -287,10 +242,7 @@ def main(argv=None) -> int:
             tokens = out.hidden_states[args.attn_layer][enc["input_ids"] == image_id].view(
                 args.batch, -1, hidden
             )
-            g = math.isqrt(tokens.shape[1])
-            grid = (torch.arange(g, dtype=torch.float32) + 0.5) / g
-            where_goal = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1).reshape(1, -1, 2)
-            place = torch.nn.functional.mse_loss(place_probe(tokens), where_goal.expand(args.batch, -1, -1))
+            place = place_loss(place_probe, tokens)
             loss = loss + args.pos_weight * place
         if args.box_weight > 0:
             h = out.hidden_states[args.attn_layer + 1]

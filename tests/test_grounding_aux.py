@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 import fakedata as fd
@@ -13,19 +12,6 @@ import fakedata as fd
 @pytest.fixture(scope="module")
 def aux():
     return fd.load_script("grounding_aux", register=True)
-
-
-def test_cell_targets_are_the_named_objects_share_of_each_cell_in_raster_order(aux):
-    mask = np.zeros((224, 224), dtype=bool)
-    mask[56:84, 84:112] = True  # exactly cell (row 2, column 3)
-    mask[0:14, 0:28] = True  # the top half of cell (0, 0)
-    cells = aux.cell_targets(mask, 224)
-    assert cells.shape == (64,)
-    assert cells[2 * 8 + 3] == 1.0 and cells[0] == 0.5
-    assert np.count_nonzero(cells) == 2
-    # masks of another size are resized to the frame first, as the images are
-    big = np.kron(mask, np.ones((2, 1), dtype=bool))  # 448 x 224
-    np.testing.assert_allclose(aux.cell_targets(big, 224), cells)
 
 
 @pytest.mark.parametrize("weight", ["1.0", "0"])
@@ -73,41 +59,6 @@ def test_the_task_line_style_keeps_only_the_phrase_line_before_the_image():
     assert query == "which shape is largest?\nIdentify and segment the object that answers this."
     with pytest.raises(ValueError, match="needs text"):
         style.user("referring", "  ", frame=224)
-
-
-def test_pre_coordinate_queries_stop_before_the_first_digit_of_the_answer(aux):
-    import torch
-
-    # prompt: ids 5 5 5; answer: 7 ("<think>") 8 ("[") 1 ("1", a digit) 9 ("]")
-    input_ids = torch.tensor([[5, 5, 5, 7, 8, 1, 9], [5, 5, 7, 9, 9, 0, 0]])
-    labels = torch.tensor([[-100, -100, -100, 7, 8, 1, 9], [-100, -100, 7, 9, 9, -100, -100]])
-    queries = aux.pre_coordinate_queries(input_ids, labels, {1})
-    # row 0: position 2 (the last prompt token) predicts "<think>", 3 predicts "[", 4 the digit; the digit's own
-    # position 5 (it has seen the digit) and later ones are left out
-    assert queries[0].tolist() == [False, False, True, True, True, False, False]
-    # row 1 has no digit: every position that predicts an answer token (1, 2, 3)
-    assert queries[1].tolist() == [False, True, True, True, False, False, False]
-    assert not aux.pre_coordinate_queries(input_ids, torch.full_like(labels, -100), {1}).any()
-
-
-def test_attention_loss_is_least_when_the_head_attends_as_the_coverage(aux):
-    import torch
-
-    is_image = torch.tensor([[False, True, True, True, True, False]])
-    queries = torch.tensor([[False, False, False, False, False, True]])
-    coverage = torch.tensor([[0.0, 1.0, 1.0, 0.0]])  # the object covers the 2nd and 3rd image tokens
-
-    def loss_for(row):
-        weights = torch.zeros(1, 6, 6)
-        weights[0, 5] = torch.tensor(row)
-        return float(aux.attention_loss(weights, is_image, queries, coverage))
-
-    on = loss_for([0.0, 0.0, 0.5, 0.5, 0.0, 0.0])
-    off = loss_for([0.0, 0.5, 0.0, 0.0, 0.5, 0.0])
-    spread = loss_for([0.0, 0.25, 0.25, 0.25, 0.25, 0.0])
-    assert on == pytest.approx(np.log(2)) and on < spread < off
-    with pytest.raises(SystemExit, match="image tokens"):
-        aux.attention_loss(torch.zeros(1, 6, 6), is_image, queries, torch.ones(1, 3))
 
 
 def test_box_cells_are_the_cells_a_box_covers_by_more_than_the_share(aux):

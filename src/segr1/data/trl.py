@@ -53,6 +53,7 @@ from segr1.answer import SegPrompt, format_answer
 from segr1.data.records import Sample
 from segr1.geometry import mask_to_box, resize_to_frame, sample_points
 from segr1.styles import TASKS, get_style
+from segr1.train.grounding import CELLS_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ class _Rows:
         protocol: Any = None,
         answer_format: str | None = None,
         gt_columns: bool = False,
+        grounding_tasks: frozenset[str] | None = None,
     ) -> None:
         from segr1.formats import format_for
 
@@ -278,6 +280,7 @@ class _Rows:
         self.format_name = format_for(None, answer_format, get_style(style)).name
         self.protocol = protocol
         self.gt_columns = gt_columns
+        self.grounding_tasks = grounding_tasks
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
 
     @property
@@ -335,6 +338,8 @@ class _Rows:
                 out.update({key: [] for key in GT_META_COLUMNS})
         else:
             out["completion"] = []
+            if self.grounding_tasks is not None:
+                out[CELLS_COLUMN] = []
         stage = "train" if self.sft is None else "sft"
         style = self.style
         for i, sid in enumerate(batch["id"]):
@@ -363,10 +368,24 @@ class _Rows:
                     out["instances"].append(instances)
             elif target is not None:
                 out["completion"].append([{"role": "assistant", "content": target}])
+                if self.grounding_tasks is not None:
+                    out[CELLS_COLUMN].append(None)  # a ready target: no mask in the frame to point at
             else:
                 target = self._sft_target(batch, i, sid, task, frame, instances)
                 out["completion"].append([{"role": "assistant", "content": target}])
+                if self.grounding_tasks is not None:
+                    out[CELLS_COLUMN].append(self._cells(batch, i, task, frame))
         return out
+
+    def _cells(self, batch: dict[str, list[Any]], i: int, task: str, frame: int) -> list[float]:
+        """The target mask's share of each image-token cell (`segr1.train.grounding.cell_targets`); all zero
+        for a task the grounding terms leave out."""
+        from segr1.train.grounding import cell_targets
+
+        assert self.grounding_tasks is not None
+        mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
+        cells = cell_targets(mask, frame)
+        return (cells if not self.grounding_tasks or task in self.grounding_tasks else 0 * cells).tolist()
 
     def _sft_target(
         self, batch: dict[str, list[Any]], i: int, sid: str, task: str, frame: int, instances: Any
@@ -471,6 +490,7 @@ def to_sft_dataset(
     style: str = "segr1",
     protocol: Any = None,
     answer_format: str | None = None,
+    grounding_tasks: Iterable[str] | None = None,
 ):
     """A 🤗 ``datasets.Dataset`` of SFT rows (prompt, completion, image) for TRL's ``SFTTrainer``.
 
@@ -480,7 +500,9 @@ def to_sft_dataset(
     docstring). The prompt uses the style's ``sft`` stage (the seg-r1 style puts the text before the image, as
     the release's SFT). ``answer_format``: the format of the targets (default: the style's); samples with
     instance ground truth, or a format other than Seg-R1's tags, get one object per instance (module
-    docstring). Other arguments as in `to_grpo_dataset`.
+    docstring). ``grounding_tasks``: when given, rows also carry ``grounding_cells``, the target mask's share of
+    each image-token cell for the grounding terms of `segr1.train.grounding` (an empty collection: every task;
+    rows of other tasks get zeros, rows with a ready target None). Other arguments as in `to_grpo_dataset`.
     """
     import datasets
 
@@ -505,5 +527,6 @@ def to_sft_dataset(
         raise ValueError(f"point_mode must be one of {SFT_POINT_MODES}; got {point_mode!r}")
     sft = {"n_pos": n_pos, "n_neg": n_neg, "think": think, "seed": seed, "point_mode": point_mode}
     rows = _Rows(task=task, frame=frame, system=system, sft=sft, cache_size=cache_size, style=style,
-                 protocol=protocol, answer_format=answer_format)  # fmt: skip
+                 protocol=protocol, answer_format=answer_format,
+                 grounding_tasks=None if grounding_tasks is None else frozenset(grounding_tasks))  # fmt: skip
     return table.with_transform(rows)

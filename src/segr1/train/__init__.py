@@ -4,6 +4,7 @@
 * `segr1.train.common`: recipe parsing (`parse_recipe`), model resolution (``tiny``), resume, provenance.
 * `segr1.train.grpo`: `build_rewards`, `build_grpo_trainer`, `train_grpo` (TRL ``GRPOTrainer``).
 * `segr1.train.sft`: `build_sft_trainer`, `train_sft` (TRL ``SFTTrainer``).
+* `segr1.train.grounding`: the training-only attention and place terms of SFT (`GroundingTerms`).
 * `segr1.train.data`: `load_train_samples` (folder pairs, manifests, cached synthetic scenes).
 * `segr1.train.callbacks`: `JsonlLogCallback` (``<output_dir>/log.jsonl``) and `read_log`.
 

@@ -267,3 +267,50 @@ class SFTScriptArguments(DataArguments):
             "farthest from the mask's boundary)."
         },
     )
+    grounding_attn_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the training-only attention term (segr1.train.grounding): one head is taught to "
+            "attend to the target's image tokens before the answer's first coordinate digit. 0: off."
+        },
+    )
+    grounding_attn_layer: int = field(
+        default=1,
+        metadata={"help": "Decoder layer (0-based) of the taught head; the place probe reads its input."},
+    )
+    grounding_attn_head: int = field(default=0, metadata={"help": "The taught head of grounding_attn_layer."})
+    grounding_place_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the training-only place probe: the image tokens at the taught layer's input "
+            "must hold their (column, row) in the token grid. 0: off."
+        },
+    )
+    grounding_tasks: str = field(
+        default="all",
+        metadata={
+            "help": "Comma-separated tasks whose rows get the attention term ('all': every task), e.g. "
+            "'referring,reasoning'."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grounding_attn_weight < 0 or self.grounding_place_weight < 0:
+            raise ValueError("grounding_attn_weight and grounding_place_weight must be >= 0")
+        if self.grounding_attn_layer < 0 or self.grounding_attn_head < 0:
+            raise ValueError("grounding_attn_layer and grounding_attn_head must be >= 0")
+        unknown = set(self.grounding_task_set) - set(TASKS)
+        if unknown:
+            raise ValueError(f"grounding_tasks: unknown tasks {sorted(unknown)}; expected some of {TASKS}")
+
+    @property
+    def grounding(self) -> bool:
+        """Whether the SFT adds the grounding terms."""
+        return self.grounding_attn_weight > 0 or self.grounding_place_weight > 0
+
+    @property
+    def grounding_task_set(self) -> frozenset[str]:
+        """The tasks of ``grounding_tasks`` (empty: every task)."""
+        names = {t.strip() for t in self.grounding_tasks.split(",") if t.strip()}
+        return frozenset() if names <= {"all"} else frozenset(names)
