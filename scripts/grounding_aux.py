@@ -129,6 +129,88 @@ def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:
     }
 
 
+def phrase_template(text: str | None, objects: list[dict]) -> str:
+    """A referring phrase with its colour and shape words replaced by C and S ("the C S on the left"); the
+    scene kind's questions and the foreground scenes (no text) keep their own text or "none"."""
+    if not text:
+        return "none"
+    for o in objects:
+        for key, letter in (("colour", "C"), ("shape", "S")):
+            if o.get(key):
+                text = text.replace(o[key], letter)
+    return text
+
+
+def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
+    """Where head ``head`` of decoder layer ``layer`` looks at the pre-coordinate answer positions (teacher-
+    forced GT answer), on the first ``n`` scenes of ``folder`` whose meta lists the objects and the target:
+    ``share``, the head's attention on the target's cells over its attention on all objects' cells (cells a
+    box covers, `box_cells`); ``chance``, the target's share of those cells (a head that spreads over the
+    objects); ``picks``, how often the target's cells get more attention per cell than every other object's.
+    Overall and per phrase template (`phrase_template`)."""
+    import torch
+    from PIL import Image
+
+    from segr1.data.folders import read_manifest
+    from segr1.data.io import read_image, read_mask
+    from segr1.data.trl import sft_target
+    from segr1.geometry import resize_to_frame
+
+    image_use = _image_use()
+    model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
+    model.set_attn_implementation("eager")
+    side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "right"
+    digit_ids, task = digit_token_ids(processor.tokenizer), pipe.task
+    rows = []
+    for s in sorted(read_manifest(folder / "manifest.jsonl"), key=lambda s: Path(s.image).name)[:n]:
+        meta = s.meta if isinstance(s.meta, dict) else {}
+        objects, t = meta.get("objects") or [], meta.get("target")
+        if len(objects) < 2 or not isinstance(t, int):
+            continue
+        pipe.task = s.task or task
+        image = resize_to_frame(Image.fromarray(read_image(s.image)), frame)
+        answer = sft_target(read_mask(s.mask), frame=frame, rng=0, n_pos=1, n_neg=0, think="object",
+                            point_mode="interior")  # fmt: skip
+        cells = [box_cells(o["box"], meta["size"], frame) for o in objects]
+        own = cells[t]
+        others = [c & ~own for i, c in enumerate(cells) if i != t]
+        if not own.any() or not any(c.any() for c in others):
+            continue
+        enc, labels = image_use.answer_batch(
+            processor, [image_use.prompt_text(pipe, image, s.text)], [image], [answer]
+        )
+        with torch.no_grad():
+            weights = model(**enc, output_attentions=True).attentions[layer][0, head]
+        queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)[0]
+        w = weights[queries][:, enc["input_ids"][0] == model.config.image_token_id].mean(0).numpy()
+        union = own | np.logical_or.reduce(others)
+        colour = objects[t].get("colour")
+        named = bool(s.text and colour and colour in s.text)
+        shared = sum(o.get("colour") == colour for o in objects) > 1
+        rows.append({
+            "template": phrase_template(s.text, objects),
+            "colour": "no colour word" if not named else "colour shared" if shared else "colour unique",
+            "share": float(w[own].sum() / max(w[union].sum(), 1e-9)),
+            "chance": float(own.sum() / union.sum()),
+            "picks": float(all(w[own].mean() > w[c].mean() for c in others if c.any())),
+        })  # fmt: skip
+    pipe.task = task
+    processor.tokenizer.padding_side = side
+
+    def summary(group):
+        return {
+            key: round(float(np.mean([r[key] for r in group])), 4) for key in ("share", "chance", "picks")
+        } | {"n": len(group)}
+
+    if not rows:
+        return {}
+    report = {"all": summary(rows)}
+    for key in ("colour", "template"):
+        groups = sorted({r[key] for r in rows}, key=lambda g: -sum(r[key] == g for r in rows))
+        report |= {g: summary([r for r in rows if r[key] == g]) for g in groups}
+    return report
+
+
 def _image_use():
     """The sibling script scripts/image_use.py as a module (the one already imported, if any)."""
     import importlib.util
@@ -146,8 +228,8 @@ def _image_use():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", required=True, help="checkpoint folder to start from")
-    ap.add_argument("--train", required=True, help="scene folder with manifest.jsonl (referring scenes)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--train", help="scene folder with manifest.jsonl (referring scenes)")
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--prompt-style", default="segr1-text-first")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16)
@@ -170,7 +252,25 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--val", type=Path, help="scene folder to score the result on (image_use.py's columns)")
     ap.add_argument("--val-n", type=int, default=64)
+    ap.add_argument(
+        "--diagnose",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="train nothing: print where the taught head of --init looks on these scene folders "
+        "(target_attention, --val-n scenes each, per phrase template) as JSON",
+    )
     args = ap.parse_args(argv)
+    if args.diagnose:
+        pipe = _image_use()._pipeline(args.init, 8, "referring")
+        report = {
+            str(f): target_attention(pipe, f, args.val_n, args.attn_layer, args.attn_head)
+            for f in args.diagnose
+        }
+        print(json.dumps(report, indent=1))
+        return 0
+    if not args.train or not args.out:
+        ap.error("--train and --out are needed to train (or --diagnose FOLDER ... to inspect --init)")
 
     import torch
     from PIL import Image

@@ -90,3 +90,26 @@ def test_the_attention_place_and_box_terms_train_and_are_not_saved(aux, tmp_path
     assert meta["prompt_style"] == "segr1-task-line" and meta["grounding_aux"]["attn_weight"] == "1.0"
     policy = load_policy(f"hf:{out}", device="cpu")
     assert not any("probe" in k for k in policy.model.state_dict())
+
+
+def test_phrase_templates_hide_the_colour_and_shape_words(aux):
+    objects = [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]
+    assert aux.phrase_template("the red circle on the left", objects) == "the C S on the left"
+    assert aux.phrase_template("the blue one", objects) == "the C one"
+    assert aux.phrase_template(None, objects) == "none"
+
+
+def test_diagnose_reports_where_the_head_looks_per_template(aux, tmp_path, capsys):
+    from segr1.data.synthetic import write_scenes
+    from segr1.policies.tiny import tiny_model_dir
+
+    scenes = tmp_path / "scenes"
+    write_scenes("referring-seen", 6, scenes, seed=1, min_size=160, max_size=200, progress=False)
+    assert aux.main(["--init", str(tiny_model_dir()), "--diagnose", str(scenes), "--val-n", "6"]) == 0
+    report = json.loads(capsys.readouterr().out)[str(scenes)]
+    overall = report["all"]
+    assert 0 < overall["n"] <= 6 and 0 <= overall["share"] <= 1 and 0 < overall["chance"] < 1
+    groups = [k for k in report if k != "all"]
+    assert sum(report[k]["n"] for k in groups if k.startswith(("colour", "no colour"))) == overall["n"]
+    with pytest.raises(SystemExit):
+        aux.main(["--init", str(tiny_model_dir())])  # neither training folders nor --diagnose
