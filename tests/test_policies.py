@@ -134,6 +134,33 @@ def test_static_rope_pairs_make_the_temporal_pairs_position_free_in_transformers
         build_tiny_qwen25vl(tmp_path / "s5", static_rope_pairs=5)
 
 
+def test_a_new_vision_tower_keeps_the_language_model_and_runs(tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from segr1.policies import load_policy
+    from segr1.policies.tiny import with_vision_tower
+
+    out = with_vision_tower(tiny_model_dir(), tmp_path / "big", vision_hidden_size=128, vision_depth=3)
+    vision = json.loads((out / "config.json").read_text())["vision_config"]
+    assert (vision["hidden_size"], vision["depth"], vision["fullatt_block_indexes"]) == (128, 3, [2])
+    old = AutoModelForImageTextToText.from_pretrained(tiny_model_dir()).state_dict()
+    new = AutoModelForImageTextToText.from_pretrained(out).state_dict()
+    language = [k for k in old if ".visual." not in f".{k}"]
+    assert language and all(torch.equal(old[k], new[k]) for k in language)
+    assert new["model.visual.patch_embed.proj.weight"].shape[0] == 128
+    policy = load_policy(
+        f"hf:{out}", device="cpu"
+    )  # a loadable policy: the processor and metadata came along
+    image = Image.fromarray(np.zeros((224, 224, 3), dtype=np.uint8))
+    (row,) = policy.generate([image], ["segment it"], num_samples=2, max_new_tokens=4)
+    assert len(row) == 2 and all(isinstance(text, str) for text in row)
+    with pytest.raises(ValueError, match="not vision sizes"):
+        with_vision_tower(tiny_model_dir(), tmp_path / "x", hidden_size=64)
+    with pytest.raises(ValueError, match="dst must differ"):
+        with_vision_tower(out, out)
+
+
 def test_tiny_model_dir_concurrent_builds_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGR1_CACHE", str(tmp_path))
     results: list[Path] = []

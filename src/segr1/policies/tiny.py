@@ -297,6 +297,56 @@ def with_static_rope_pairs(src: str | os.PathLike, dst: str | os.PathLike, pairs
     return dst
 
 
+def with_vision_tower(
+    src: str | os.PathLike, dst: str | os.PathLike, seed: int = 0, **vision_sizes: Any
+) -> Path:
+    """Copy the tiny checkpoint ``src`` to ``dst`` with a new random vision tower of other sizes
+    (``vision_hidden_size``, ``vision_intermediate_size``, ``vision_depth``, ``vision_num_heads``), keeping
+    the language model's trained weights and the rest of its config (rotary pairs included).
+
+    The tower's output width stays the language model's hidden size, so the decoder reads it unchanged;
+    what the new tower's image tokens encode has to be learnt again by fine-tuning.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    unknown = set(vision_sizes) - {k for k in DEFAULT_SIZES if k.startswith("vision_")}
+    if unknown:
+        raise ValueError(f"not vision sizes: {sorted(unknown)}")
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise ValueError("with_vision_tower writes a new folder; dst must differ from src")
+    config = json.loads((src / "config.json").read_text())
+    vision = config["vision_config"]
+    sizes = {
+        "vision_hidden_size": vision["hidden_size"],
+        "vision_intermediate_size": vision["intermediate_size"],
+        "vision_depth": vision["depth"],
+        "vision_num_heads": vision["num_heads"],
+        **vision_sizes,
+    }
+    if (sizes["vision_hidden_size"] // sizes["vision_num_heads"]) % 4:
+        raise ValueError("vision_hidden_size / vision_num_heads must be divisible by 4 (2-D rotary)")
+    trained = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    vision.update(
+        hidden_size=sizes["vision_hidden_size"],
+        intermediate_size=sizes["vision_intermediate_size"],
+        depth=sizes["vision_depth"],
+        num_heads=sizes["vision_num_heads"],
+        fullatt_block_indexes=[sizes["vision_depth"] - 1],
+    )
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    torch.manual_seed(seed)
+    fresh = AutoModelForImageTextToText.from_config(type(trained.config).from_pretrained(dst))
+    kept = {k: v for k, v in trained.state_dict().items() if ".visual." not in f".{k}"}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    if unexpected or any(".visual." not in f".{k}" for k in missing):
+        raise RuntimeError(f"weights do not match the new config: missing {missing}, unexpected {unexpected}")
+    fresh.save_pretrained(dst)
+    return dst
+
+
 def build_tiny_qwen25vl(out_dir: str | os.PathLike, seed: int = 0, **size_overrides: Any) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint folder to ``out_dir`` and return its path.
 
