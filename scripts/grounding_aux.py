@@ -45,6 +45,7 @@ import numpy as np
 
 from segr1.train.grounding import (  # the terms `segr1 train sft` adds; this script is where they were found
     attention_loss,
+    box_cover,
     cell_targets,
     digit_token_ids,
     place_loss,
@@ -71,15 +72,10 @@ def evaluate(pipe, val: Path, n: int) -> dict:
     return row
 
 
-def box_cells(box, size, frame: int, cell: int = 28, share: float = 0.3) -> np.ndarray:
+def box_cells(box, size, frame: int, share: float = 0.3) -> np.ndarray:
     """Cells (raster order) that an object's box ``[x1, y1, x2, y2]`` in an image of ``size`` (w, h) covers by
     more than ``share`` once mapped to the frame."""
-    w, h = size
-    m = np.zeros((frame, frame), dtype=np.float32)
-    x1, y1, x2, y2 = box
-    m[int(y1 * frame / h) : math.ceil(y2 * frame / h), int(x1 * frame / w) : math.ceil(x2 * frame / w)] = 1
-    g = frame // cell
-    return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1) > share
+    return box_cover(box, size, frame) > share
 
 
 def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:

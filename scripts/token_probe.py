@@ -21,25 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segr1.train.grounding import CELL
+from segr1.train.grounding import box_cover
 
 
 def object_cells(meta: dict, frame: int, share: float) -> dict[int, int]:
     """Cell index (raster order) -> index of the one object whose box covers more than ``share`` of it.
     Cells that two objects cover by more than ``share`` are left out."""
-    w, h = meta["size"]
-    g = frame // CELL
     out: dict[int, int] = {}
     seen: set[int] = set()
     for k, o in enumerate(meta["objects"]):
-        m = np.zeros((frame, frame), dtype=np.float32)
-        x1, y1, x2, y2 = o["box"]
-        m[
-            int(y1 * frame / h) : int(np.ceil(y2 * frame / h)),
-            int(x1 * frame / w) : int(np.ceil(x2 * frame / w)),
-        ] = 1
-        cover = m.reshape(g, CELL, g, CELL).mean(axis=(1, 3)).reshape(-1)
-        for c in np.flatnonzero(cover > share):
+        for c in np.flatnonzero(box_cover(o["box"], meta["size"], frame) > share):
             if c in seen:
                 out.pop(int(c), None)
             else:

@@ -45,6 +45,17 @@ def cell_targets(mask: np.ndarray, frame: int, cell: int = CELL) -> np.ndarray:
     return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
 
 
+def box_cover(box, size, frame: int, cell: int = CELL) -> np.ndarray:
+    """Share of each cell (raster order) that the box ``[x1, y1, x2, y2]`` of an image of ``size`` (w, h)
+    covers once the image is squashed to the frame (the box's pixel span rounded outwards)."""
+    w, h = size
+    m = np.zeros((frame, frame), dtype=np.float32)
+    x1, y1, x2, y2 = box
+    m[int(y1 * frame / h) : math.ceil(y2 * frame / h), int(x1 * frame / w) : math.ceil(x2 * frame / w)] = 1
+    g = frame // cell
+    return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
+
+
 def digit_token_ids(tokenizer: Any) -> set[int]:
     """Ids of the vocabulary's tokens that hold a digit: the first of them in an answer starts its coordinates."""
     return {i for t, i in tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
