@@ -137,6 +137,27 @@ def phrase_template(text: str | None, objects: list[dict]) -> str:
     return text
 
 
+POSITION_WORDS = ("left", "right", "top", "bottom", "lowest", "highest")
+SIZE_WORDS = ("small", "little", "large", "big", "bigger", "smaller", "larger")
+
+
+def phrase_kind(template: str) -> str:
+    """The word a phrase template selects by: ``position`` (left, topmost, ...), ``size`` (smaller, big,
+    ...), else ``colour + shape``, ``colour``, ``shape`` or ``other`` by its C / S slots; ``none`` without
+    text."""
+    words = template.replace("most", "").split()
+    if template == "none":
+        return "none"
+    if any(w in POSITION_WORDS for w in words):
+        return "position"
+    if any(w in SIZE_WORDS for w in words):
+        return "size"
+    slots = ("C" in words, "S" in words)
+    return {(True, True): "colour + shape", (True, False): "colour", (False, True): "shape"}.get(
+        slots, "other"
+    )
+
+
 def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
     """Where head ``head`` of decoder layer ``layer`` looks at the pre-coordinate answer positions (teacher-
     forced GT answer), on the first ``n`` scenes of ``folder`` whose meta lists the objects and the target:
@@ -185,6 +206,7 @@ def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
         shared = sum(o.get("colour") == colour for o in objects) > 1
         rows.append({
             "template": phrase_template(s.text, objects),
+            "kind": phrase_kind(phrase_template(s.text, objects)),
             "colour": "no colour word" if not named else "colour shared" if shared else "colour unique",
             "share": float(w[own].sum() / max(w[union].sum(), 1e-9)),
             "chance": float(own.sum() / union.sum()),
@@ -201,7 +223,7 @@ def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
     if not rows:
         return {}
     report = {"all": summary(rows)}
-    for key in ("colour", "template"):
+    for key in ("kind", "colour", "template"):
         groups = sorted({r[key] for r in rows}, key=lambda g: -sum(r[key] == g for r in rows))
         report |= {g: summary([r for r in rows if r[key] == g]) for g in groups}
     return report

@@ -97,6 +97,10 @@ def test_phrase_templates_hide_the_colour_and_shape_words(aux):
     assert aux.phrase_template("the red circle on the left", objects) == "the C S on the left"
     assert aux.phrase_template("the blue one", objects) == "the C one"
     assert aux.phrase_template(None, objects) == "none"
+    kinds = {"the C S on the left": "position", "the leftmost object": "position", "the smaller C S": "size",
+             "the C S": "colour + shape", "the C one": "colour", "the S": "shape", "none": "none",
+             "Which shape is the largest?": "other"}  # fmt: skip
+    assert {t: aux.phrase_kind(t) for t in kinds} == kinds
 
 
 def test_diagnose_reports_where_the_head_looks_per_template(aux, tmp_path, capsys):
