@@ -225,7 +225,7 @@ def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
     report = {"all": summary(rows)}
     for key in ("kind", "colour", "template"):
         groups = sorted({r[key] for r in rows}, key=lambda g: -sum(r[key] == g for r in rows))
-        report |= {g: summary([r for r in rows if r[key] == g]) for g in groups}
+        report[f"by {key}"] = {g: summary([r for r in rows if r[key] == g]) for g in groups}
     return report
 
 
