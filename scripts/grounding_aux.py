@@ -78,21 +78,41 @@ def box_cells(box, size, frame: int, share: float = 0.3) -> np.ndarray:
     return box_cover(box, size, frame) > share
 
 
+def head_image_attention(pipe, image, text: str | None, mask, layer: int, head: int, digit_ids) -> np.ndarray:
+    """Mean attention of head ``head`` of decoder layer ``layer`` over the image tokens, at the positions
+    before the first coordinate digit of the teacher-forced GT answer (the embedded SFT's target for
+    ``mask``) to ``pipe``'s prompt for ``image`` (frame-sized) and ``text``. The model must run eager
+    attention and the tokenizer pad on the right."""
+    import torch
+
+    from segr1.data.trl import sft_target
+
+    image_use = _image_use()
+    model, processor = pipe.policy.model, pipe.policy.processor
+    answer = sft_target(
+        mask, frame=pipe.frame, rng=0, n_pos=1, n_neg=0, think="object", point_mode="interior"
+    )
+    enc, labels = image_use.answer_batch(
+        processor, [image_use.prompt_text(pipe, image, text)], [image], [answer]
+    )
+    with torch.no_grad():
+        weights = model(**enc, output_attentions=True).attentions[layer][0, head]
+    queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)[0]
+    return weights[queries][:, enc["input_ids"][0] == model.config.image_token_id].mean(0).numpy()
+
+
 def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:
     """Of the attention that head ``head`` of decoder layer ``layer`` gives the two objects' image tokens at
     the pre-coordinate answer positions (teacher-forced GT answer), the share on the named object: with the
     scene's own phrase, and with the phrase naming the other object's colour. A head that selects by the
     phrase moves with it (own high, swapped low); an image-only cue gives both the same share. Two-object
     scenes whose phrase names the target's colour only."""
-    import torch
     from PIL import Image
 
     from segr1.data.folders import read_manifest
     from segr1.data.io import read_image, read_mask
-    from segr1.data.trl import sft_target
     from segr1.geometry import resize_to_frame
 
-    image_use = _image_use()
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     model.set_attn_implementation("eager")
     side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "right"
@@ -104,20 +124,13 @@ def attention_share(pipe, val: Path, n: int, layer: int, head: int) -> dict:
             continue
         other = objects[1 - t]
         image = resize_to_frame(Image.fromarray(read_image(s.image)), frame)
-        answer = sft_target(read_mask(s.mask), frame=frame, rng=0, n_pos=1, n_neg=0, think="object",
-                            point_mode="interior")  # fmt: skip
+        mask = read_mask(s.mask)
         named, rest = (box_cells(o["box"], s.meta["size"], frame) for o in (objects[t], other))
         for kind, text in (
             ("own", s.text),
             ("swapped", s.text.replace(objects[t]["colour"], other["colour"])),
         ):
-            enc, labels = image_use.answer_batch(
-                processor, [image_use.prompt_text(pipe, image, text)], [image], [answer]
-            )
-            with torch.no_grad():
-                weights = model(**enc, output_attentions=True).attentions[layer][0, head]
-            queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)[0]
-            w = weights[queries][:, enc["input_ids"][0] == model.config.image_token_id].mean(0).numpy()
+            w = head_image_attention(pipe, image, text, mask, layer, head, digit_ids)
             shares[kind].append(float(w[named].sum() / max(w[named].sum() + w[rest].sum(), 1e-9)))
     processor.tokenizer.padding_side = side
     return {f"attention_share_{k}": round(float(np.mean(v)), 4) for k, v in shares.items()} | {
@@ -165,15 +178,12 @@ def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
     box covers, `box_cells`); ``chance``, the target's share of those cells (a head that spreads over the
     objects); ``picks``, how often the target's cells get more attention per cell than every other object's.
     Overall and per phrase template (`phrase_template`)."""
-    import torch
     from PIL import Image
 
     from segr1.data.folders import read_manifest
     from segr1.data.io import read_image, read_mask
-    from segr1.data.trl import sft_target
     from segr1.geometry import resize_to_frame
 
-    image_use = _image_use()
     model, processor, frame = pipe.policy.model, pipe.policy.processor, pipe.frame
     model.set_attn_implementation("eager")
     side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "right"
@@ -186,20 +196,12 @@ def target_attention(pipe, folder: Path, n: int, layer: int, head: int) -> dict:
             continue
         pipe.task = s.task or task
         image = resize_to_frame(Image.fromarray(read_image(s.image)), frame)
-        answer = sft_target(read_mask(s.mask), frame=frame, rng=0, n_pos=1, n_neg=0, think="object",
-                            point_mode="interior")  # fmt: skip
         cells = [box_cells(o["box"], meta["size"], frame) for o in objects]
         own = cells[t]
         others = [c & ~own for i, c in enumerate(cells) if i != t]
         if not own.any() or not any(c.any() for c in others):
             continue
-        enc, labels = image_use.answer_batch(
-            processor, [image_use.prompt_text(pipe, image, s.text)], [image], [answer]
-        )
-        with torch.no_grad():
-            weights = model(**enc, output_attentions=True).attentions[layer][0, head]
-        queries = pre_coordinate_queries(enc["input_ids"], labels, digit_ids)[0]
-        w = weights[queries][:, enc["input_ids"][0] == model.config.image_token_id].mean(0).numpy()
+        w = head_image_attention(pipe, image, s.text, read_mask(s.mask), layer, head, digit_ids)
         union = own | np.logical_or.reduce(others)
         colour = objects[t].get("colour")
         named = bool(s.text and colour and colour in s.text)
