@@ -48,11 +48,11 @@ def image_tokens(model_dir: str, folder: Path, n: int, layers: list[int]):
     from segr1.data.folders import read_manifest
     from segr1.data.io import read_image
     from segr1.geometry import resize_to_frame
-    from segr1.policies import load_policy
+    from segr1.policies import load_policy, read_policy_metadata
 
     policy = load_policy(f"hf:{model_dir}", device="cpu")
     model, processor = policy.model, policy.processor
-    frame = int(json.loads((Path(model_dir) / "segr1_policy.json").read_text()).get("frame", 224))
+    frame = int(read_policy_metadata(model_dir).get("frame", 224))
     feats: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     scene, colour, shape = [], [], []
     samples = sorted(read_manifest(folder / "manifest.jsonl"), key=lambda s: Path(s.image).name)[:n]

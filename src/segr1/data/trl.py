@@ -371,32 +371,39 @@ class _Rows:
                 if self.grounding_tasks is not None:
                     out[CELLS_COLUMN].append(None)  # a ready target: no mask in the frame to point at
             else:
-                target = self._sft_target(batch, i, sid, task, frame, instances)
+                mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
+                target = self._sft_target(batch, i, sid, task, frame, instances, mask)
                 out["completion"].append([{"role": "assistant", "content": target}])
                 if self.grounding_tasks is not None:
-                    out[CELLS_COLUMN].append(self._cells(batch, i, task, frame))
+                    out[CELLS_COLUMN].append(self._cells(mask, task, frame))
         return out
 
-    def _cells(self, batch: dict[str, list[Any]], i: int, task: str, frame: int) -> list[float]:
+    def _cells(self, mask: np.ndarray, task: str, frame: int) -> list[float]:
         """The target mask's share of each image-token cell (`segr1.train.grounding.cell_targets`); all zero
         for a task the grounding terms leave out."""
         from segr1.train.grounding import cell_targets
 
         assert self.grounding_tasks is not None
-        mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
         cells = cell_targets(mask, frame)
         return (cells if not self.grounding_tasks or task in self.grounding_tasks else 0 * cells).tolist()
 
     def _sft_target(
-        self, batch: dict[str, list[Any]], i: int, sid: str, task: str, frame: int, instances: Any
+        self,
+        batch: dict[str, list[Any]],
+        i: int,
+        sid: str,
+        task: str,
+        frame: int,
+        instances: Any,
+        mask: np.ndarray,
     ) -> str:
         """Seg-R1's union-mask target (`sft_target`) for a tags format without instance ground truth, else one
-        object per instance in the answer format (`segr1.data.sft_objects.object_target`)."""
+        object per instance in the answer format (`segr1.data.sft_objects.object_target`). ``mask``: the row's
+        mask, read once by the caller."""
         from segr1.formats import DEFAULT_FORMAT
 
         assert self.sft is not None
         rng = np.random.default_rng([self.sft["seed"], _stable_hash(sid)])
-        mask = _read_mask(batch["mask_path"][i], batch["mask_png"][i])
         think = self.sft["think"]
         if think in SCENE_THINKS:  # the scene's list, its target entry written with the answer's own box
             scene = json.loads(batch["scene"][i]) if batch["scene"][i] else None

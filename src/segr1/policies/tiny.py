@@ -325,8 +325,7 @@ def with_vision_tower(
         "vision_num_heads": vision["num_heads"],
         **vision_sizes,
     }
-    if (sizes["vision_hidden_size"] // sizes["vision_num_heads"]) % 4:
-        raise ValueError("vision_hidden_size / vision_num_heads must be divisible by 4 (2-D rotary)")
+    _resolve_sizes(sizes)  # the same checks as for a new tiny model
     trained = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
     shutil.copytree(src, dst, dirs_exist_ok=True)
     vision.update(

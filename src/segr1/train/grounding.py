@@ -153,10 +153,6 @@ class GroundingTerms:
         self._handles: list[Any] = []
         self._seen: dict[str, Any] = {}
 
-    @property
-    def active(self) -> bool:
-        return self.attn_weight > 0 or self.place_weight > 0
-
     def attach(self, model: Any) -> GroundingTerms:
         layer = decoder_layer(model, self.attn_layer)
         self.detach()
