@@ -21,22 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segr1.train.grounding import box_cover
-
-
-def object_cells(meta: dict, frame: int, share: float) -> dict[int, int]:
-    """Cell index (raster order) -> index of the one object whose box covers more than ``share`` of it.
-    Cells that two objects cover by more than ``share`` are left out."""
-    out: dict[int, int] = {}
-    seen: set[int] = set()
-    for k, o in enumerate(meta["objects"]):
-        for c in np.flatnonzero(box_cover(o["box"], meta["size"], frame) > share):
-            if c in seen:
-                out.pop(int(c), None)
-            else:
-                out[int(c)] = k
-            seen.add(int(c))
-    return out
+from segr1.train.grounding import object_cells
 
 
 def image_tokens(model_dir: str, folder: Path, n: int, layers: list[int]):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fakedata as fd
+from segr1.train.grounding import object_cells
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def probe():
 
 def test_object_cells_are_the_cells_one_object_covers(probe):
     meta = {"size": [224, 224], "objects": [{"box": [0, 0, 56, 56]}, {"box": [28, 28, 84, 84]}]}
-    cells = probe.object_cells(meta, 224, 0.5)
+    cells = object_cells(meta, 224, 0.5)
     assert cells[0] == 0 and cells[1] == 0 and cells[8] == 0  # the first object's own cells
     assert 9 not in cells  # (row 1, col 1) is covered by both: left out
     assert cells[2 * 8 + 2] == 1 and set(cells.values()) == {0, 1}

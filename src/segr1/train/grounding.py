@@ -56,6 +56,21 @@ def box_cover(box, size, frame: int, cell: int = CELL) -> np.ndarray:
     return m.reshape(g, cell, g, cell).mean(axis=(1, 3)).reshape(-1)
 
 
+def object_cells(meta: dict, frame: int, share: float) -> dict[int, int]:
+    """Cell index (raster order) -> index of the one object whose box covers more than ``share`` of it.
+    Cells that two objects cover by more than ``share`` are left out."""
+    out: dict[int, int] = {}
+    seen: set[int] = set()
+    for k, o in enumerate(meta["objects"]):
+        for c in np.flatnonzero(box_cover(o["box"], meta["size"], frame) > share):
+            if c in seen:
+                out.pop(int(c), None)
+            else:
+                out[int(c)] = k
+            seen.add(int(c))
+    return out
+
+
 def digit_token_ids(tokenizer: Any) -> set[int]:
     """Ids of the vocabulary's tokens that hold a digit: the first of them in an answer starts its coordinates."""
     return {i for t, i in tokenizer.get_vocab().items() if any(c.isdigit() for c in t)}
