@@ -68,7 +68,6 @@ from segr1.evaluate.baselines import (
     RANDOM_OBJECT,
     REFERENCES,
     TEXT_BLIND,
-    TEXT_TASKS,
     WHOLE_IMAGE,
     Cell,
     applicable_references,
@@ -177,7 +176,7 @@ def run_policy(
         for start in range(0, len(idx), step):
             chunk = idx[start : start + step]
             images = [read_image(samples[i].image) for i in chunk]
-            texts = [samples[i].text if task in TEXT_TASKS else None for i in chunk]
+            texts = [samples[i].text for i in chunk]  # foreground: an optional cue (segr1 data synth --text)
             results = pipeline(images, texts)
             for i, image, res in zip(chunk, images, results, strict=True):
                 gt = read_mask(samples[i].mask)

@@ -232,6 +232,28 @@ def test_cli_synth_foreground_has_manifest_but_no_refs(tmp_path):
     assert set(mask_values.tolist()) <= {0, 255}
 
 
+def test_synth_text_cues_every_foreground_scene_and_changes_nothing_else(tmp_path, capsys):
+    from segr1.data.synthetic import write_scenes
+
+    plain = write_scenes("camouflaged-hard", 2, tmp_path / "plain", seed=3, size=64, progress=False)
+    cue = "The object is  camouflaged."
+    args = ["data", "synth", "--kind", "camouflaged-hard", "--n", "2", "--seed", "3", "--size", "64"]
+    assert main([*args, "--out", str(tmp_path / "cued"), "--text", cue, "--no-progress"]) == 0
+    cued = read_manifest(tmp_path / "cued" / "manifest.jsonl")
+    assert [s.text for s in cued] == ["The object is camouflaged."] * 2  # one line, single spaces
+    for a, b in zip(plain, cued, strict=True):
+        assert a.text is None and a.meta == b.meta and a.task == b.task == "foreground"
+        assert np.array_equal(read_image(a.image), read_image(b.image))
+    rc = main(
+        ["data", "synth", "--kind", "referring-seen", "--n", "1", "--out", str(tmp_path / "r"), "--text", "x"]
+    )
+    assert rc == 2 and "foreground families" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="foreground families"):
+        write_scenes("reasoning", 1, tmp_path / "q", text="x", progress=False)
+    with pytest.raises(ValueError, match="1-500 characters"):
+        write_scenes("salient", 1, tmp_path / "s", text="   ", progress=False)
+
+
 def test_cli_synth_rejects_bad_sizes(tmp_path, capsys):
     rc = main(
         ["data", "synth", "--kind", "salient", "--n", "1", "--out", str(tmp_path), "--min-size", "300"]

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     synth.add_argument("--max-size", type=int, default=640, help="largest image side in pixels (default 640)")
     synth.add_argument("--size", type=int, default=None, help="fixed square side (overrides --min/max-size)")
+    synth.add_argument(
+        "--text",
+        default=None,
+        help="foreground families only: the manifest's text for every scene, a cue placed before the task's "
+        "instruction (e.g. 'The object is camouflaged.'); referring and reasoning scenes have their own",
+    )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     check = sub.add_parser("check", help="report the datasets under a folder and their problems")
     check.add_argument("root_pos", nargs="?", metavar="ROOT", help="folder to check (or --root)")
@@ -67,6 +73,14 @@ def _run_synth(args: argparse.Namespace) -> int:
         error = f"--size must be >= 16 (got {args.size})"
     elif args.size is None and not 16 <= args.min_size <= args.max_size:
         error = f"need 16 <= --min-size <= --max-size (got {args.min_size}, {args.max_size})"
+    elif args.text is not None and args.kind in (
+        "referring",
+        "referring-colour",
+        "referring-seen",
+        "referring-novel",
+        "reasoning",
+    ):
+        error = f"--text is for the foreground families; {args.kind} scenes carry their own phrase"
     if error:
         print(f"segr1 data synth: {error}", file=sys.stderr)
         return 2
@@ -79,6 +93,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         size=args.size,
         min_size=args.min_size,
         max_size=args.max_size,
+        text=args.text,
         progress=not args.no_progress,
     )  # logs "wrote N KIND scenes to OUT" itself
     return 0

@@ -147,6 +147,7 @@ def write_scenes(
     size: int | tuple[int, int] | None = None,
     min_size: int = 160,
     max_size: int = 640,
+    text: str | None = None,
     progress: bool = True,
 ) -> list[Sample]:
     """Write scenes ``start .. start + n - 1`` as a dataset folder and return its samples.
@@ -155,6 +156,10 @@ def write_scenes(
     :func:`segr1.data.folders.write_manifest`; task ``foreground``, or ``referring`` with the phrase as
     ``text``) and, for referring scenes, ``out/refs.jsonl`` (``id``, ``image``, ``mask``, ``text``). Files
     are written atomically; the two JSONL files are replaced, not appended to.
+
+    ``text``: for the foreground families, every scene's manifest text: a cue the instruction places before the
+    task line (``segr1.styles.segr1.build_instruction``), such as what kind of object is wanted; the scenes
+    themselves do not change. Referring and reasoning scenes carry their own phrase, so it is refused there.
     """
     from tqdm.auto import tqdm
 
@@ -167,13 +172,19 @@ def write_scenes(
     out = Path(out)
     samples: list[Sample] = []
     task = task_of_kind(kind)
+    if text is not None:
+        if task != "foreground":
+            raise ValueError(f"text is for the foreground families; {kind!r} scenes carry their own phrase")
+        text = " ".join(str(text).split())
+        if not text or len(text) > 500:
+            raise ValueError(f"text must be 1-500 characters of words; got {text!r}")
     for index in tqdm(range(start, start + n), desc=f"synth {kind}", unit="scene", disable=not progress):
         scene = scene_at(kind, seed, index, size=size, min_size=min_size, max_size=max_size)
         sid = scene.meta["id"]
         image = write_image(scene.image, out / "images" / f"{sid}.png")
         mask = write_mask_png(scene.mask, out / "masks" / f"{sid}.png")
         meta = {"dataset": f"synthetic-{kind}", **scene.meta}
-        samples.append(Sample(sid, image, mask, scene.text, task, meta))
+        samples.append(Sample(sid, image, mask, scene.text if text is None else text, task, meta))
     write_manifest(samples, out / "manifest.jsonl")
     if task == "referring":
         refs = out / "refs.jsonl"
