@@ -196,7 +196,8 @@ def test_shaping_rewards_score_answers_in_the_image_frame():
 def test_task_auto_needs_a_frame_and_is_accepted_by_the_embedded_recipes():
     from segr1.train.common import parse_recipe
 
-    for name in ("embedded_multitask_sft", "embedded_multitask_grpo"):
+    names = ("embedded_multitask_sft", "embedded_multitask_grpo", "embedded_multitask_grounded_sft")
+    for name in (*names, "embedded_multitask_vispre_sft", "embedded_multitask_vispre_grpo"):
         stage = "sft" if "sft" in name else "grpo"
         script, _, _ = parse_recipe(stage, ["--config", str(ROOT / f"recipes/tiny/{name}.yaml")])
         assert script.task == "auto" and script.frame == 224
