@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from segr1.data.synthetic import write_scenes
+    from segr1.data.synthetic import task_of_kind, write_scenes
 
     error = None
     if args.n < 0 or args.start < 0 or args.seed < 0:
@@ -73,13 +73,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         error = f"--size must be >= 16 (got {args.size})"
     elif args.size is None and not 16 <= args.min_size <= args.max_size:
         error = f"need 16 <= --min-size <= --max-size (got {args.min_size}, {args.max_size})"
-    elif args.text is not None and args.kind in (
-        "referring",
-        "referring-colour",
-        "referring-seen",
-        "referring-novel",
-        "reasoning",
-    ):
+    elif args.text is not None and task_of_kind(args.kind) != "foreground":
         error = f"--text is for the foreground families; {args.kind} scenes carry their own phrase"
     if error:
         print(f"segr1 data synth: {error}", file=sys.stderr)
